@@ -1,0 +1,239 @@
+//! Wiring: settings in, backends chosen, hub built, listeners served until
+//! a shutdown signal, then an orderly drain.
+//!
+//! `main` and the integration tests run the very same [`App`]; tests pass
+//! listeners bound to port 0 and their own backends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::auth::dev::DevAuthenticator;
+use crate::broker::Broker;
+use crate::broker::memory::MemoryBroker;
+use crate::config::{Settings, redact_url};
+use crate::hub::Hub;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::store::writer::BatchWriter;
+
+/// The pluggable parts of a hub.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub broker: Arc<dyn Broker>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<dyn Authenticator>,
+}
+
+impl Backends {
+    /// Chooses backends from the settings: the memory broker unless
+    /// `redis.url` is set, the store named by `store.database_url`.
+    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Backends> {
+        let broker: Arc<dyn Broker> = if settings.redis.url.is_empty() {
+            Arc::new(MemoryBroker::new(settings.session.history_size))
+        } else {
+            bail!(
+                "redis.url is set ({}) but this build has no Redis broker",
+                redact_url(&settings.redis.url)
+            );
+        };
+        let store = open_store(settings).await?;
+        let auth = authenticator(settings)?;
+        Ok(Backends {
+            broker,
+            store,
+            auth,
+        })
+    }
+}
+
+/// Opens the store `store.database_url` names.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.store.database_url.as_str();
+    match url {
+        "memory" | "" => Ok(Arc::new(MemoryStore::new())),
+        other => bail!("unsupported store.database_url {}", redact_url(other)),
+    }
+}
+
+fn authenticator(settings: &Settings) -> anyhow::Result<Arc<dyn Authenticator>> {
+    if settings.auth.dev {
+        return Ok(Arc::new(DevAuthenticator));
+    }
+    bail!(
+        "no credentials are configured. Run `eva-hub serve --dev` for a development hub \
+         that trusts client-claimed identities (insecure)."
+    )
+}
+
+/// A hub with its listeners, ready to run.
+#[derive(Debug)]
+pub struct App {
+    hub: Hub,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    settings: Arc<Settings>,
+}
+
+impl App {
+    /// Binds the addresses in the settings and opens the configured
+    /// backends.
+    pub async fn bind(settings: Settings) -> anyhow::Result<App> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let metrics = TcpListener::bind(settings.server.metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.metrics_listen))?;
+        let backends = Backends::from_settings(&settings).await?;
+        App::with(settings, listener, Some(metrics), backends).await
+    }
+
+    /// Builds the hub on given listeners and backends.
+    pub async fn with(
+        settings: Settings,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        backends: Backends,
+    ) -> anyhow::Result<App> {
+        let settings = Arc::new(settings);
+        crate::metrics::install_exporter();
+        if settings.store.migrate_on_start {
+            backends
+                .store
+                .migrate()
+                .await
+                .context("database migration failed")?;
+        }
+        let writer = BatchWriter::start(backends.store.clone(), settings.store.writer());
+        if backends.auth.insecure() {
+            tracing::warn!(
+                "DEVELOPMENT MODE: identities are taken from client claims, anyone can be anyone. \
+                 Never expose this hub to a network you do not control."
+            );
+        }
+        let hub = Hub::new(settings.clone(), backends.broker, writer, backends.auth);
+        let reloaded = hub
+            .reload()
+            .await
+            .context("reloading live sessions failed")?;
+        if reloaded > 0 {
+            tracing::info!(
+                sessions = reloaded,
+                "reloaded live sessions; their clients will resync"
+            );
+        }
+        Ok(App {
+            hub,
+            listener,
+            metrics_listener,
+            settings,
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stop accepting, close
+    /// WebSockets with the "restart" code, flush the store backlog, all
+    /// within `server.shutdown_grace_ms`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let App {
+            hub,
+            listener,
+            metrics_listener,
+            settings,
+        } = self;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            broker = hub.broker.name(),
+            store = hub.writer.store().name(),
+            "eva-hub serving"
+        );
+        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l)));
+        crate::gateway::serve(listener, hub.clone(), shutdown).await;
+        let deadline = Instant::now() + settings.server.shutdown_grace();
+        tracing::info!(
+            connections = hub.connection_count(),
+            "shutting down: draining"
+        );
+        hub.drain(deadline).await;
+        let left = hub.writer.shutdown(deadline).await;
+        if left > 0 {
+            tracing::error!(
+                rows = left,
+                "shutdown deadline passed with rows not written"
+            );
+        }
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        tracing::info!("eva-hub stopped");
+        Ok(())
+    }
+}
+
+/// Serves `/metrics` on its own listener.
+async fn serve_metrics(listener: TcpListener) {
+    let handle = crate::metrics::install_exporter();
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                crate::metrics::process_gauges();
+                handle.run_upkeep();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics listener failed");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

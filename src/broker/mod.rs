@@ -1,0 +1,199 @@
+//! The broker: sequences each session's events, keeps their recent history
+//! and delivers them, in order, to every node that watches the session.
+//!
+//! Implementations:
+//! * [`memory::MemoryBroker`]: one process. Sequencing, history and
+//!   delivery happen under one lock per session. Single node only.
+//! * `redis::RedisBroker`: several nodes share sessions through Redis.
+//!
+//! The broker *pushes* publications into the node through the
+//! [`BrokerHandler`] given to [`Broker::attach`]; for a given session the
+//! handler sees publications in strictly increasing `seq` order, without
+//! gaps, including the node's own.
+
+pub mod memory;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Epoch, Seq, SessionId};
+use crate::protocol::Codec;
+use crate::protocol::frames::EventFrameRef;
+use crate::protocol::model::{Event, Role, StreamPosition};
+
+/// Who caused an event. Travels with the event through the broker but is
+/// never sent to clients as such.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct Origin {
+    /// The subject of the connection or API key; empty for the hub itself.
+    pub sender: String,
+    /// The sender's role; `None` for backends and the hub.
+    pub role: Option<Role>,
+    /// The client's frame id, which every node folds into its dedupe window.
+    pub client_id: Option<String>,
+    /// The renderer's fence for renderer frames. Every node drops a
+    /// renderer event whose fence is older than the session's current one,
+    /// so a replaced renderer cannot slip an event in after its successor.
+    pub fence: Option<u64>,
+}
+
+impl Origin {
+    pub fn hub() -> Origin {
+        Origin::default()
+    }
+}
+
+/// A sequenced event, shared by the history ring and every recipient.
+#[derive(Debug)]
+pub struct Published {
+    pub session: SessionId,
+    pub seq: Seq,
+    /// Acceptance time, Unix milliseconds (on the wire as `ts`).
+    pub ts: u64,
+    pub event: Event,
+    pub origin: Origin,
+    /// When this node received or accepted it, on the [`crate::clock`]
+    /// timeline; fan-out latency is measured from here.
+    pub accepted_us: u64,
+    frames: [OnceLock<Bytes>; 2],
+}
+
+impl Published {
+    pub fn new(session: SessionId, seq: Seq, ts: u64, event: Event, origin: Origin) -> Published {
+        Published {
+            session,
+            seq,
+            ts,
+            event,
+            origin,
+            accepted_us: crate::clock::mono_us(),
+            frames: Default::default(),
+        }
+    }
+
+    /// The complete WebSocket frame for this event in `codec`, encoded on
+    /// first use and shared by every later recipient.
+    pub fn frame(&self, codec: Codec) -> &Bytes {
+        self.frames[codec.index()].get_or_init(|| {
+            codec.frame(&EventFrameRef {
+                kind: "event",
+                session: self.session,
+                seq: self.seq,
+                ts: self.ts,
+                event: &self.event,
+            })
+        })
+    }
+
+    /// Approximate memory held, for history budgets.
+    pub fn weight(&self) -> usize {
+        self.frames
+            .iter()
+            .filter_map(|f| f.get())
+            .map(|b| b.len())
+            .sum::<usize>()
+            + 256
+    }
+}
+
+/// A condition checked atomically with sequencing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Condition {
+    Always,
+    /// Publish only if the stream's last seq is exactly this: the event was
+    /// validated against a replica at that position.
+    SeqIs(Seq),
+}
+
+/// A page of history.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub epoch: Epoch,
+    /// The stream's last seq when the page was read.
+    pub top: Seq,
+    /// Events with `seq > after`, oldest first.
+    pub events: Vec<Arc<Published>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The condition failed; the caller should re-validate and retry.
+    #[error("stream moved on (now at {current})")]
+    Conflict { current: Seq },
+    /// The events after the requested seq were trimmed from history.
+    #[error("history no longer holds seq {after}")]
+    Trimmed { after: Seq },
+    /// The backend is unreachable or failing.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives publications from the broker. Called in `seq` order per
+/// session. Must not publish from inside the call: the memory broker
+/// delivers while it holds the session's stream lock.
+pub trait BrokerHandler: Send + Sync + 'static {
+    fn on_publication(&self, publication: Arc<Published>);
+
+    /// A stream was lost and started again under a new epoch (for example
+    /// a Redis restart without persistence). Nodes must treat every client
+    /// position in the old epoch as unresumable.
+    fn on_stream_reset(&self, session: SessionId, position: StreamPosition);
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Short name for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Sets the handler that receives publications. Called once, before
+    /// anything is published.
+    fn attach(&self, handler: Arc<dyn BrokerHandler>);
+
+    /// Appends `event` to the session's stream if `condition` holds, and
+    /// delivers it to every watching node. Creates the stream (with a new
+    /// epoch) if it does not exist.
+    async fn publish(
+        &self,
+        session: SessionId,
+        event: Event,
+        origin: Origin,
+        ts: u64,
+        condition: Condition,
+    ) -> Result<Arc<Published>, BrokerError>;
+
+    /// The stream's epoch and last seq; creates the stream if it does not
+    /// exist.
+    async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError>;
+
+    /// Events after `after`, oldest first, at most `limit`.
+    async fn history(
+        &self,
+        session: SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError>;
+
+    /// Starts delivering this session's publications to this node.
+    async fn watch(&self, session: SessionId) -> Result<(), BrokerError>;
+
+    /// Stops delivering this session's publications to this node.
+    async fn unwatch(&self, session: SessionId) -> Result<(), BrokerError>;
+
+    /// Counts one more connection of `member` in the session, across all
+    /// nodes. Returns true if it is the member's first.
+    async fn presence_join(&self, session: SessionId, member: &str) -> Result<bool, BrokerError>;
+
+    /// Counts one connection of `member` fewer. Returns true if it was the
+    /// member's last.
+    async fn presence_leave(&self, session: SessionId, member: &str) -> Result<bool, BrokerError>;
+
+    /// Drops the stream and presence of a session that is gone for good.
+    async fn remove(&self, session: SessionId) -> Result<(), BrokerError>;
+
+    /// Checks that the backend answers, for readiness.
+    async fn ping(&self) -> Result<(), BrokerError>;
+}

@@ -1,0 +1,172 @@
+//! One WebSocket connection: a reader and a writer over one TCP socket,
+//! polled by one task.
+//!
+//! * The **reader** is tungstenite over the socket's read half. It parses
+//!   and validates inbound frames and hands messages to the hub. Its
+//!   automatic replies (pong, close) are written through [`io::ServerIo`]
+//!   into the outbox's urgent lane, so the write half has one writer.
+//! * The **writer** owns the write half. It takes everything pending in the
+//!   [`outbox::Outbox`] and writes it with vectored writes: one syscall per
+//!   batch, not per frame, and no copy of the shared event bytes.
+//!
+//! Closing: whoever decides (reader, hub, heartbeat sweeper, shutdown)
+//! tells the outbox; the writer writes what it must, then the close frame,
+//! then shuts down its half. The reader keeps draining for a short linger
+//! so the client reads our close frame before the socket goes away.
+
+pub mod io;
+pub mod outbox;
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::auth::Identity;
+use crate::ids::{ConnId, now_ms};
+use crate::metrics as m;
+use crate::protocol::{Codec, Role};
+use outbox::{Batch, Outbox};
+
+/// The part of a connection that others hold: sessions fan out into its
+/// outbox; the sweeper checks its liveness.
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub codec: Codec,
+    pub outbox: Arc<Outbox>,
+    pub peer: SocketAddr,
+    identity: OnceLock<Identity>,
+    /// Unix ms of the last frame read (any frame, pongs included).
+    last_seen_ms: AtomicU64,
+    pub opened_ms: u64,
+}
+
+impl ConnHandle {
+    pub fn new(codec: Codec, outbox: Arc<Outbox>, peer: SocketAddr) -> ConnHandle {
+        let now = now_ms();
+        ConnHandle {
+            id: ConnId::next(),
+            codec,
+            outbox,
+            peer,
+            identity: OnceLock::new(),
+            last_seen_ms: AtomicU64::new(now),
+            opened_ms: now,
+        }
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.get()
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.identity.get().map(|i| i.role)
+    }
+
+    /// Sets the identity once; false if it was already set.
+    pub fn set_identity(&self, identity: Identity) -> bool {
+        self.identity.set(identity).is_ok()
+    }
+
+    pub fn touch(&self) {
+        self.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Encodes and queues a control frame (ack, error, welcome...).
+    pub fn send(&self, frame: &crate::protocol::ServerFrame) {
+        self.outbox.push(self.codec.frame(frame), None, 0);
+    }
+}
+
+/// Vectored writes gather at most this many frames per syscall.
+const MAX_IOV: usize = 128;
+
+/// Runs the writer until the outbox closes or the socket fails.
+pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io::Result<()> {
+    let mut batch = Batch::default();
+    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut batches: u64 = 0;
+    loop {
+        poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await;
+        let oldest = batch
+            .items
+            .iter()
+            .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us));
+        out.extend(batch.urgent.drain(..));
+        out.extend(batch.items.drain(..).filter_map(|i| i.frame));
+        let close = batch.close.take();
+        if let Some(Some(frame)) = &close {
+            out.push_back(frame.clone());
+        }
+        let written = write_all_vectored(&mut wr, &mut out).await?;
+        m::bytes_out(written);
+        batches += 1;
+        // Sampled, never per delivery: one latency reading per 4 batches.
+        if let Some(t) = oldest
+            && batches % 4 == 1
+        {
+            m::fanout_latency(crate::clock::since_us(t));
+        }
+        if close.is_some() {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        batch.clear_and_trim();
+        if out.capacity() > 256 {
+            out.shrink_to(16);
+        }
+    }
+}
+
+/// Writes every frame in `out`, gathering up to [`MAX_IOV`] per syscall.
+async fn write_all_vectored(
+    wr: &mut OwnedWriteHalf,
+    out: &mut VecDeque<Bytes>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    while !out.is_empty() {
+        let n = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut k = 0;
+            for b in out.iter().take(MAX_IOV) {
+                slices[k] = IoSlice::new(b);
+                k += 1;
+            }
+            wr.write_vectored(&slices[..k]).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        total += n;
+        let mut left = n;
+        while left > 0 {
+            let front = out
+                .front_mut()
+                .expect("written bytes come from queued frames");
+            if front.len() <= left {
+                left -= front.len();
+                out.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// How long the reader keeps draining after our close frame is written, so
+/// the client can read it and answer.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);

@@ -1,0 +1,395 @@
+//! The outbound queue of one connection.
+//!
+//! Producers (session fan-out, acks, the heartbeat) push complete WebSocket
+//! frames; the connection's single writer takes everything pending at once
+//! and writes it with one vectored write. The queue is bounded in bytes:
+//!
+//! * past `conflate_after` bytes, a conflatable frame (state, context,
+//!   metrics, counters) removes the older pending frame of the same slot, so
+//!   a slow reader skips to the latest value without breaking `seq` order;
+//! * past `max_bytes`, the connection is closed with the slow-consumer code
+//!   and the pending frames are dropped to free their memory at once.
+//!
+//! The urgent lane (emergency stops, pongs, close replies) is written before
+//! anything else that is pending.
+//!
+//! The lock is a `parking_lot` mutex held for a few instructions and never
+//! across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::ids::SessionId;
+use crate::protocol::CloseCode;
+use crate::protocol::codec::close_frame;
+
+/// Identifies a conflatable stream of frames: a session and a slot within it.
+pub type SlotKey = (SessionId, u8);
+
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Hard limit on pending bytes; over it the consumer is disconnected.
+    pub max_bytes: usize,
+    /// Pending bytes past which conflatable frames replace older ones.
+    pub conflate_after: usize,
+}
+
+/// One pending frame. `frame` is `None` once a newer frame of the same slot
+/// replaced it.
+#[derive(Debug)]
+pub struct Item {
+    pub frame: Option<Bytes>,
+    /// When the hub accepted the event, on the [`crate::clock`] timeline;
+    /// 0 for frames that are not events.
+    pub accepted_us: u64,
+}
+
+/// What happened to a pushed frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pushed {
+    Queued,
+    /// Queued, and an older frame of the same slot was dropped.
+    Conflated,
+    /// The queue overflowed: the connection is now closing as a slow
+    /// consumer.
+    Overflow,
+    /// The connection is closing; the frame was dropped.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Closing {
+    frame: Option<Bytes>,
+    code: Option<CloseCode>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    urgent: VecDeque<Bytes>,
+    items: VecDeque<Item>,
+    bytes: usize,
+    /// Absolute position of `items[0]`; positions in `slots` are absolute so
+    /// they stay valid while the front is drained.
+    head: u64,
+    /// Pending position of the latest frame per slot. Only filled while the
+    /// queue is past the conflation threshold, so a fast consumer pays
+    /// nothing for it.
+    slots: Option<Box<HashMap<SlotKey, u64>>>,
+    closing: Option<Closing>,
+    /// The writer is parked and must be woken by the next push.
+    waker: Option<Waker>,
+    /// The connection task, waiting to learn that closing began.
+    close_waiter: Option<Waker>,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    limits: OutboxLimits,
+    /// Mirror of `queue.bytes` for samplers that must not take the lock.
+    queued_bytes: AtomicUsize,
+}
+
+/// What the writer took in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub urgent: VecDeque<Bytes>,
+    pub items: VecDeque<Item>,
+    /// Set when this is the last batch: write it, then this close frame (if
+    /// any), then shut the socket down.
+    pub close: Option<Option<Bytes>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.items.is_empty()
+    }
+
+    /// Keeps a burst from pinning its peak capacity on an idle connection.
+    pub fn clear_and_trim(&mut self) {
+        self.urgent.clear();
+        self.items.clear();
+        if self.items.capacity() > 256 {
+            self.items.shrink_to(16);
+        }
+        if self.urgent.capacity() > 16 {
+            self.urgent.shrink_to(4);
+        }
+    }
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Outbox {
+        Outbox {
+            queue: Mutex::new(Queue::default()),
+            limits,
+            queued_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pending bytes, as of the last push or take.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queues an event frame. `slot` names the conflation slot of
+    /// conflatable kinds.
+    pub fn push(&self, frame: Bytes, slot: Option<SlotKey>, accepted_us: u64) -> Pushed {
+        let len = frame.len();
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return Pushed::Closed;
+        }
+        let mut outcome = Pushed::Queued;
+        if let Some(key) = slot
+            && q.bytes >= self.limits.conflate_after
+        {
+            let pos = q.head + q.items.len() as u64;
+            let slots = q.slots.get_or_insert_with(Default::default);
+            if let Some(old) = slots.insert(key, pos) {
+                let head = q.head;
+                if old >= head {
+                    let idx = (old - head) as usize;
+                    if let Some(dropped) = q.items.get_mut(idx).and_then(|it| it.frame.take()) {
+                        q.bytes -= dropped.len();
+                        outcome = Pushed::Conflated;
+                    }
+                }
+            }
+        }
+        if q.bytes + len > self.limits.max_bytes {
+            drop(q);
+            self.close_now(CloseCode::SlowConsumer);
+            return Pushed::Overflow;
+        }
+        q.bytes += len;
+        q.items.push_back(Item {
+            frame: Some(frame),
+            accepted_us,
+        });
+        self.queued_bytes.store(q.bytes, Ordering::Relaxed);
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        outcome
+    }
+
+    /// Queues a frame ahead of all pending events. Not bounded by
+    /// `max_bytes`: urgent frames are few and small (emergency stops,
+    /// pongs, close replies, pings).
+    pub fn push_urgent(&self, frame: Bytes) -> bool {
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return false;
+        }
+        q.urgent.push_back(frame);
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Closes after writing what is pending, ending with a close frame.
+    /// Returns false if the connection was already closing.
+    pub fn close(&self, code: CloseCode) -> bool {
+        self.begin_close(Closing {
+            frame: Some(close_frame(code.code(), code.reason())),
+            code: Some(code),
+        })
+    }
+
+    /// Closes at once: pending events are dropped, then the close frame is
+    /// written. Used when the pending frames are the problem.
+    pub fn close_now(&self, code: CloseCode) -> bool {
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return false;
+        }
+        q.items.clear();
+        q.bytes = 0;
+        q.slots = None;
+        q.closing = Some(Closing {
+            frame: Some(close_frame(code.code(), code.reason())),
+            code: Some(code),
+        });
+        self.queued_bytes.store(0, Ordering::Relaxed);
+        let wakers = [q.waker.take(), q.close_waiter.take()];
+        drop(q);
+        wakers.into_iter().flatten().for_each(Waker::wake);
+        true
+    }
+
+    /// Ends the connection after writing what is pending, without a close
+    /// frame of our own (the close reply is already in the urgent lane).
+    pub fn finish(&self) -> bool {
+        self.begin_close(Closing {
+            frame: None,
+            code: None,
+        })
+    }
+
+    fn begin_close(&self, closing: Closing) -> bool {
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return false;
+        }
+        q.closing = Some(closing);
+        let wakers = [q.waker.take(), q.close_waiter.take()];
+        drop(q);
+        wakers.into_iter().flatten().for_each(Waker::wake);
+        true
+    }
+
+    /// Ready once the connection has begun closing.
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.queue.lock();
+        if q.closing.is_some() {
+            return Poll::Ready(());
+        }
+        match &q.close_waiter {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.close_waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The close code this connection is closing with, if it is closing.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.queue.lock().closing.as_ref().and_then(|c| c.code)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.queue.lock().closing.is_some()
+    }
+
+    /// Moves everything pending into `batch`, or parks the writer.
+    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<()> {
+        let mut q = self.queue.lock();
+        let has_work = !q.urgent.is_empty() || !q.items.is_empty();
+        if !has_work && q.closing.is_none() {
+            match &q.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => q.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut q.urgent, &mut batch.urgent);
+        std::mem::swap(&mut q.items, &mut batch.items);
+        q.head += batch.items.len() as u64;
+        q.bytes = 0;
+        if let Some(slots) = q.slots.as_mut() {
+            slots.clear();
+        }
+        if let Some(closing) = q.closing.as_mut() {
+            batch.close = Some(closing.frame.take());
+        }
+        self.queued_bytes.store(0, Ordering::Relaxed);
+        Poll::Ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    fn limits() -> OutboxLimits {
+        OutboxLimits {
+            max_bytes: 1000,
+            conflate_after: 100,
+        }
+    }
+
+    fn frame(n: usize, tag: u8) -> Bytes {
+        Bytes::from(vec![tag; n])
+    }
+
+    async fn take(o: &Outbox) -> Batch {
+        let mut b = Batch::default();
+        poll_fn(|cx| o.poll_take(cx, &mut b)).await;
+        b
+    }
+
+    fn tags(b: &Batch) -> Vec<u8> {
+        b.items
+            .iter()
+            .filter_map(|i| i.frame.as_ref().map(|f| f[0]))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn keeps_order_and_puts_urgent_first() {
+        let o = Outbox::new(limits());
+        o.push(frame(10, 1), None, 0);
+        o.push(frame(10, 2), None, 0);
+        o.push_urgent(frame(5, 9));
+        let b = take(&o).await;
+        assert_eq!(b.urgent.len(), 1);
+        assert_eq!(tags(&b), vec![1, 2]);
+        assert!(b.close.is_none());
+    }
+
+    #[tokio::test]
+    async fn conflates_only_past_the_threshold_and_keeps_seq_order() {
+        let o = Outbox::new(limits());
+        let s = SessionId::new();
+        // Below the threshold nothing is conflated.
+        o.push(frame(60, 1), Some((s, 0)), 0);
+        assert_eq!(o.push(frame(60, 2), Some((s, 0)), 0), Pushed::Queued);
+        // Now past it: state 3 is recorded, an ordinary event follows, and
+        // state 5 replaces state 3 but lands after event 4.
+        o.push(frame(10, 3), Some((s, 0)), 0);
+        o.push(frame(10, 4), None, 0);
+        assert_eq!(o.push(frame(10, 5), Some((s, 0)), 0), Pushed::Conflated);
+        let b = take(&o).await;
+        assert_eq!(tags(&b), vec![1, 2, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
+        let o = Outbox::new(limits());
+        for _ in 0..9 {
+            assert_eq!(o.push(frame(100, 1), None, 0), Pushed::Queued);
+        }
+        assert_eq!(o.push(frame(200, 1), None, 0), Pushed::Overflow);
+        assert_eq!(o.close_code(), Some(CloseCode::SlowConsumer));
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(o.push(frame(1, 1), None, 0), Pushed::Closed);
+        let b = take(&o).await;
+        assert!(b.items.is_empty());
+        let close = b.close.expect("closing").expect("close frame");
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), 4000);
+    }
+
+    #[tokio::test]
+    async fn graceful_close_writes_pending_first() {
+        let o = Outbox::new(limits());
+        o.push(frame(10, 1), None, 0);
+        o.close(CloseCode::ServiceRestart);
+        let b = take(&o).await;
+        assert_eq!(tags(&b), vec![1]);
+        assert!(b.close.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_parked_writer() {
+        let o = std::sync::Arc::new(Outbox::new(limits()));
+        let o2 = o.clone();
+        let writer = tokio::spawn(async move { take(&o2).await });
+        tokio::task::yield_now().await;
+        o.push(frame(3, 7), None, 0);
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tags(&b), vec![7]);
+    }
+}

@@ -1,0 +1,306 @@
+//! `GET /v1/ws`: the WebSocket handshake, and the task that runs each
+//! connection afterwards.
+//!
+//! The handshake is done here rather than by a framework so the hub can
+//! (a) answer a handshake without a supported subprotocol with a 400 that
+//! says why, (b) authenticate from the `Authorization` header before
+//! upgrading, and (c) take the raw `TcpStream` back from hyper after the
+//! upgrade: the writer needs the socket itself for vectored writes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::rest::error_response;
+use crate::auth::{AuthError, Identity, bearer};
+use crate::connection::io::ServerIo;
+use crate::connection::outbox::Outbox;
+use crate::connection::{CLOSE_LINGER, ConnHandle, write_loop};
+use crate::hub::client::{Client, Next};
+use crate::hub::{Hub, refuse};
+use crate::protocol::{CloseCode, Codec, ErrorCode, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
+
+/// Picks the first subprotocol the client offers that the hub speaks.
+fn negotiate(headers: &HeaderMap) -> Option<Codec> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(Codec::from_subprotocol)
+}
+
+fn bad_request(message: String) -> Response {
+    error_response(&refuse(ErrorCode::Invalid, message))
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+pub async fn upgrade(
+    State(hub): State<Hub>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let headers = req.headers();
+    if !header_has(headers, header::CONNECTION, "upgrade")
+        || !header_has(headers, header::UPGRADE, "websocket")
+    {
+        return bad_request(
+            "this endpoint only speaks WebSocket: send Connection: Upgrade and Upgrade: websocket"
+                .into(),
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return bad_request("Sec-WebSocket-Version must be 13".into());
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return bad_request("Sec-WebSocket-Key is missing".into());
+    };
+    let Some(codec) = negotiate(headers) else {
+        return bad_request(format!(
+            "no supported subprotocol offered: send Sec-WebSocket-Protocol with {JSON_SUBPROTOCOL} or {MSGPACK_SUBPROTOCOL}"
+        ));
+    };
+    if hub.is_draining() {
+        return error_response(&refuse(
+            ErrorCode::Unavailable,
+            "the hub is shutting down; reconnect to another node",
+        ));
+    }
+    // Credentials in the header are checked before the upgrade, so a bad
+    // token never gets a WebSocket. Without a header, the client has
+    // `auth_timeout_ms` to send an `auth` frame.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = match bearer(authorization) {
+        Some(token) => match hub.auth.connection(token).await {
+            Ok(identity) => Some(identity),
+            Err(e) => return auth_refusal(&e, peer),
+        },
+        None if authorization.is_some() => {
+            return auth_refusal(
+                &AuthError::Invalid("malformed Authorization header".into()),
+                peer,
+            );
+        }
+        None => None,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                run_connection(
+                    hub,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    codec,
+                    identity,
+                    peer,
+                )
+                .await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TcpStream"),
+        }
+    });
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(codec.subprotocol()),
+    );
+    res
+}
+
+fn auth_refusal(e: &AuthError, peer: SocketAddr) -> Response {
+    // The log says why; the client only learns that it was refused.
+    tracing::info!(%peer, error = %e, "WebSocket authentication refused");
+    let code = match e {
+        AuthError::Forbidden(_) => ErrorCode::Forbidden,
+        AuthError::Unavailable(_) => ErrorCode::Unavailable,
+        _ => ErrorCode::Unauthorized,
+    };
+    let message = match code {
+        ErrorCode::Forbidden => "these credentials do not allow this",
+        ErrorCode::Unavailable => "authentication is unavailable; retry",
+        _ => "missing or invalid credentials",
+    };
+    error_response(&refuse(code, message))
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The client sent a close frame (tungstenite queued the reply).
+    ClientClosed,
+    /// The socket ended or failed.
+    Eof,
+    /// The hub closes the connection with this code.
+    Close(CloseCode),
+}
+
+fn ws_config(hub: &Hub) -> WebSocketConfig {
+    let ws = &hub.settings.websocket;
+    // Explicit limits: the library defaults (64 MiB messages, 16 MiB
+    // frames, 128 KiB read buffer per connection) are wrong for a hub.
+    // Writes never go through tungstenite's buffer except its own small
+    // control replies.
+    WebSocketConfig::default()
+        .read_buffer_size(ws.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(ws.max_message_bytes))
+        .max_frame_size(Some(ws.max_frame_bytes))
+}
+
+/// Runs one connection from upgrade to teardown.
+pub async fn run_connection(
+    hub: Hub,
+    tcp: TcpStream,
+    read_buf: bytes::Bytes,
+    codec: Codec,
+    identity: Option<Identity>,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let (rd, wr) = tcp.into_split();
+    let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
+    let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
+    hub.register(conn.clone());
+    let mut client = Client::new(conn.clone());
+    if let Some(identity) = identity {
+        hub.welcome(&mut client, identity);
+    }
+    let ws = WebSocketStream::from_partially_read(
+        ServerIo::new(rd, outbox.clone()),
+        read_buf.to_vec(),
+        WsRole::Server,
+        Some(ws_config(&hub)),
+    )
+    .await;
+    {
+        let reader = read_loop(&hub, &mut client, ws);
+        let writer = write_loop(wr, outbox.clone());
+        let deadline = tokio::time::sleep(CLOSE_LINGER);
+        tokio::pin!(reader, writer, deadline);
+        let (mut reader_done, mut writer_done, mut closing) = (false, false, false);
+        loop {
+            tokio::select! {
+                end = &mut reader, if !reader_done => {
+                    reader_done = true;
+                    match end {
+                        ReadEnd::ClientClosed | ReadEnd::Eof => { outbox.finish(); }
+                        ReadEnd::Close(code) => { outbox.close(code); }
+                    }
+                    if writer_done {
+                        break;
+                    }
+                }
+                written = &mut writer, if !writer_done => {
+                    writer_done = true;
+                    if written.is_err() || reader_done {
+                        break;
+                    }
+                    // Our close frame is out; the reader waits for the
+                    // client's answer until the deadline.
+                }
+                _ = std::future::poll_fn(|cx| outbox.poll_closing(cx)), if !closing => {
+                    // Once closing starts, everything ends within the
+                    // linger, even against a client that stopped reading.
+                    closing = true;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                }
+                _ = &mut deadline, if closing => break,
+            }
+        }
+    }
+    if let Some(code) = outbox.close_code() {
+        crate::metrics::connection_close_code(code);
+    }
+    hub.disconnect(&mut client).await;
+}
+
+/// Reads frames and hands data messages to the hub, until the client
+/// closes, the socket fails, or the hub decides to close.
+async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<ServerIo>) -> ReadEnd {
+    let codec = client.conn.codec;
+    let auth_deadline = tokio::time::Instant::now() + hub.settings.websocket.auth_timeout();
+    loop {
+        let next = if client.conn.identity().is_none() {
+            match tokio::time::timeout_at(auth_deadline, ws.next()).await {
+                Ok(n) => n,
+                Err(_) => return ReadEnd::Close(CloseCode::AuthTimeout),
+            }
+        } else {
+            ws.next().await
+        };
+        let msg = match next {
+            None => return ReadEnd::Eof,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return read_error(e),
+        };
+        client.conn.touch();
+        if client.conn.outbox.is_closing() {
+            // Closing: only wait for the client's close reply.
+            if let Message::Close(_) = msg {
+                return ReadEnd::ClientClosed;
+            }
+            continue;
+        }
+        let payload = match (msg, codec) {
+            (Message::Text(t), Codec::Json) => bytes::Bytes::from(t),
+            (Message::Binary(b), Codec::MsgPack) => b,
+            (Message::Text(_) | Message::Binary(_), _) => {
+                return ReadEnd::Close(CloseCode::UnsupportedData);
+            }
+            (Message::Close(_), _) => return ReadEnd::ClientClosed,
+            (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => continue,
+        };
+        if let Next::Close(code) = hub.on_message(client, &payload).await {
+            return ReadEnd::Close(code);
+        }
+    }
+}
+
+fn read_error(e: WsError) -> ReadEnd {
+    match e {
+        WsError::Capacity(_) => ReadEnd::Close(CloseCode::MessageTooBig),
+        WsError::Utf8(_) => ReadEnd::Close(CloseCode::InvalidPayload),
+        WsError::Protocol(p) => {
+            tracing::debug!(error = %p, "WebSocket protocol error");
+            ReadEnd::Close(CloseCode::ProtocolError)
+        }
+        _ => ReadEnd::Eof,
+    }
+}

@@ -1,0 +1,366 @@
+//! Everything the hub does later, on one timer task and one ticker, so an
+//! idle connection or session costs no timer of its own.
+//!
+//! Timer jobs are checks, not commands: when a job fires it looks at the
+//! replica and acts only if the condition it was scheduled for still holds
+//! (the participant is still gone, the stop is still unacknowledged...).
+//! Rescheduling or cancelling is therefore never needed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Hub, HubInner, progress_row, state_row};
+use crate::broker::Origin;
+use crate::ids::{EventId, SessionId, now_ms};
+use crate::metrics as m;
+use crate::protocol::codec::ping_frame;
+use crate::protocol::model::{AlertType, ReleaseReason, Role, Severity};
+use crate::protocol::{CloseCode, Event, SessionStatus};
+use crate::session::{Session, member_key};
+
+/// A deferred check.
+#[derive(Clone, Debug)]
+pub enum Job {
+    /// The member's grace ran out: publish `leave` if it is still gone.
+    PresenceLeave { session: SessionId, key: String },
+    /// Alert if the session is live and still has no renderer.
+    RendererGrace { session: SessionId },
+    /// Alert if the emergency stop is still unacknowledged.
+    EmergencyAckDeadline {
+        session: SessionId,
+        intervention_id: EventId,
+    },
+    /// Release the takeover if its operator is still gone.
+    TakeoverGrace {
+        session: SessionId,
+        operator: String,
+    },
+    /// Finish stopping if the renderer never confirmed.
+    StopTimeout { session: SessionId },
+}
+
+#[derive(Debug)]
+pub struct Timers {
+    tx: mpsc::UnboundedSender<(Instant, Job)>,
+}
+
+impl Timers {
+    pub fn start(hub: Weak<HubInner>) -> Timers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_timers(hub, rx));
+        Timers { tx }
+    }
+
+    pub fn schedule(&self, after: Duration, job: Job) {
+        let _ = self.tx.send((Instant::now() + after, job));
+    }
+}
+
+async fn run_timers(hub: Weak<HubInner>, mut rx: mpsc::UnboundedReceiver<(Instant, Job)>) {
+    let mut heap: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut jobs: HashMap<u64, Job> = HashMap::new();
+    let mut next_id = 0u64;
+    loop {
+        let next = heap.peek().map(|Reverse((at, _))| *at);
+        tokio::select! {
+            received = rx.recv() => match received {
+                Some((at, job)) => {
+                    next_id += 1;
+                    heap.push(Reverse((at, next_id)));
+                    jobs.insert(next_id, job);
+                }
+                None => return,
+            },
+            _ = async { tokio::time::sleep_until(next.expect("guarded")).await }, if next.is_some() => {
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = heap.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    heap.pop();
+                    if let (Some(job), Some(inner)) = (jobs.remove(&id), hub.upgrade()) {
+                        let hub = Hub::from_inner(inner);
+                        tokio::spawn(async move { hub.run_job(job).await });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn loaded(&self, id: SessionId) -> Option<Arc<Session>> {
+        self.sessions.get(&id).map(|s| s.clone())
+    }
+
+    async fn run_job(&self, job: Job) {
+        match job {
+            Job::PresenceLeave { session, key } => {
+                let Some(s) = self.loaded(session) else {
+                    return;
+                };
+                let grace = self.settings.session.presence_grace();
+                let gone = {
+                    let mut g = s.lock();
+                    match g.local_members.get(&key) {
+                        Some(e)
+                            if e.conns == 0
+                                && e.leaving_since.is_some_and(|t| t.elapsed() >= grace) =>
+                        {
+                            g.local_members.remove(&key);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if gone {
+                    self.presence_leave(&s, &key).await;
+                }
+            }
+            Job::RendererGrace { session } => {
+                let Some(s) = self.loaded(session) else {
+                    return;
+                };
+                let lost = {
+                    let g = s.lock();
+                    matches!(
+                        g.info.status,
+                        SessionStatus::Starting | SessionStatus::Active | SessionStatus::Paused
+                    ) && !g.renderer.connected
+                        && !g
+                            .open_alerts
+                            .iter()
+                            .any(|a| a.alert_type == AlertType::RendererHeartbeatLost)
+                };
+                if lost {
+                    let grace = self.settings.session.renderer_grace_ms;
+                    self.raise_alert(
+                        &s,
+                        AlertType::RendererHeartbeatLost,
+                        Severity::Critical,
+                        "renderer heartbeat lost".into(),
+                        format!(
+                            "no renderer has been connected to this live session for {grace} ms"
+                        ),
+                        Some("renderer".into()),
+                        json!({ "grace_ms": grace }),
+                    )
+                    .await;
+                }
+            }
+            Job::EmergencyAckDeadline {
+                session,
+                intervention_id,
+            } => {
+                let Some(s) = self.loaded(session) else {
+                    return;
+                };
+                let pending = s.lock().commands.contains_key(&intervention_id);
+                if pending {
+                    let timeout = self.settings.session.emergency_ack_timeout_ms;
+                    self.raise_alert(
+                        &s,
+                        AlertType::EmergencyStopUnacknowledged,
+                        Severity::Critical,
+                        "emergency stop not acknowledged".into(),
+                        format!("the renderer did not acknowledge emergency stop {intervention_id} within {timeout} ms"),
+                        Some("renderer".into()),
+                        json!({ "intervention_id": intervention_id, "timeout_ms": timeout }),
+                    )
+                    .await;
+                }
+            }
+            Job::TakeoverGrace { session, operator } => {
+                let Some(s) = self.loaded(session) else {
+                    return;
+                };
+                let expired = {
+                    let g = s.lock();
+                    g.controller
+                        .as_ref()
+                        .is_some_and(|c| c.operator_id == operator)
+                        && !g
+                            .members
+                            .contains_key(&member_key(Role::Operator, &operator))
+                };
+                if expired
+                    && let Err(e) = self
+                        .release(&s, &operator, ReleaseReason::Expired, None)
+                        .await
+                {
+                    tracing::info!(%session, error = %e, "takeover expiry raced");
+                }
+            }
+            Job::StopTimeout { session } => {
+                let Some(s) = self.loaded(session) else {
+                    return;
+                };
+                if s.lock().info.status == SessionStatus::Stopping {
+                    let _ = self
+                        .transition(
+                            &s,
+                            SessionStatus::Stopped,
+                            Some("stop timeout".into()),
+                            None,
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// The ticker's period; conflation intervals are multiples of it.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Starts the periodic work: conflated metrics and counters, state
+/// persistence, heartbeats and idle sweeps, gauges, eviction of ended
+/// sessions.
+pub fn start_ticker(hub: Weak<HubInner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heartbeat = Instant::now();
+        let mut last_gauges = Instant::now();
+        loop {
+            tick.tick().await;
+            let Some(inner) = hub.upgrade() else { return };
+            let hub = Hub::from_inner(inner);
+            hub.flush_pending().await;
+            if last_heartbeat.elapsed() >= hub.settings.websocket.heartbeat_interval() {
+                last_heartbeat = Instant::now();
+                hub.heartbeat();
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(5) {
+                last_gauges = Instant::now();
+                hub.gauges_and_eviction().await;
+            }
+        }
+    });
+}
+
+impl Hub {
+    /// Publishes conflated metrics and counters, and persists state, for
+    /// every session whose interval has passed.
+    async fn flush_pending(&self) {
+        let cfg = &self.settings.session;
+        for s in self.sessions_loaded() {
+            let (metrics, counters, rows) = {
+                let mut g = s.lock();
+                let due = |at: Option<std::time::Instant>, every: Duration| {
+                    at.is_none_or(|t| t.elapsed() >= every)
+                };
+                let metrics = if g.pending.metrics.is_some()
+                    && due(g.pending.metrics_published_at, cfg.metrics_interval())
+                {
+                    g.pending.metrics_published_at = Some(std::time::Instant::now());
+                    g.pending.metrics.take()
+                } else {
+                    None
+                };
+                let counters = if g.pending.counters_dirty
+                    && due(g.pending.counters_published_at, cfg.counters_interval())
+                {
+                    g.pending.counters_dirty = false;
+                    g.pending.counters_published_at = Some(std::time::Instant::now());
+                    g.pending.state_dirty = true;
+                    Some(g.counters)
+                } else {
+                    None
+                };
+                let rows = if g.pending.state_dirty
+                    && due(g.pending.state_persisted_at, cfg.state_persist_interval())
+                {
+                    g.pending.state_dirty = false;
+                    g.pending.state_persisted_at = Some(std::time::Instant::now());
+                    Some((state_row(s.id, &g), progress_row(s.id, &g)))
+                } else {
+                    None
+                };
+                (metrics, counters, rows)
+            };
+            if let Some(metrics) = metrics {
+                let _ = self
+                    .publish(&s, Event::Metrics { metrics }, Origin::hub())
+                    .await;
+            }
+            if let Some(counters) = counters {
+                let _ = self
+                    .publish(&s, Event::Counters { counters }, Origin::hub())
+                    .await;
+            }
+            if let Some((state, progress)) = rows {
+                self.persist_droppable(vec![state]);
+                self.persist(vec![progress]);
+            }
+        }
+    }
+
+    /// Pings every connection; closes the silent, the expired and the
+    /// unauthenticated.
+    fn heartbeat(&self) {
+        let ws = &self.settings.websocket;
+        let now = now_ms();
+        let idle_ms = ws.idle_timeout_ms;
+        let ping = ping_frame();
+        for conn in self.connections() {
+            let close = match conn.identity() {
+                None if now.saturating_sub(conn.opened_ms) >= ws.auth_timeout_ms => {
+                    Some(CloseCode::AuthTimeout)
+                }
+                Some(id) if id.expires_at.is_some_and(|exp| exp * 1000 <= now) => {
+                    Some(CloseCode::TokenExpired)
+                }
+                _ if now.saturating_sub(conn.last_seen_ms()) >= idle_ms => {
+                    Some(CloseCode::IdleTimeout)
+                }
+                _ => None,
+            };
+            match close {
+                Some(code) => {
+                    conn.outbox.close(code);
+                }
+                None => {
+                    conn.outbox.push_urgent(ping.clone());
+                }
+            }
+        }
+    }
+
+    async fn gauges_and_eviction(&self) {
+        let mut counts: HashMap<SessionStatus, usize> = HashMap::new();
+        let mut queued = 0;
+        for c in self.connections() {
+            queued += c.outbox.queued_bytes();
+        }
+        m::outbound_queue_bytes(queued);
+        let ttl = self.settings.session.ended_ttl();
+        let mut evict = Vec::new();
+        for s in self.sessions_loaded() {
+            let g = s.lock();
+            *counts.entry(g.info.status).or_default() += 1;
+            let ended_long_ago = g
+                .info
+                .ended_at
+                .is_some_and(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default() >= ttl);
+            if g.info.status.is_terminal() && ended_long_ago && g.subs.is_empty() {
+                evict.push(s.id);
+            }
+        }
+        let all: Vec<_> = SessionStatus::ALL
+            .iter()
+            .map(|st| (*st, counts.get(st).copied().unwrap_or(0)))
+            .collect();
+        m::sessions_by_status(&all);
+        for id in evict {
+            self.sessions.remove(&id);
+            let _ = self.broker.unwatch(id).await;
+        }
+    }
+}

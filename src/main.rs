@@ -1,0 +1,37 @@
+//! `eva-hub`: parse the command line, load settings, set up logging, run.
+
+use anyhow::Context;
+use clap::Parser;
+use eva_hub::app::{App, shutdown_signal};
+use eva_hub::cli::{Cli, Command, Serve};
+use eva_hub::config::Settings;
+
+fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        cli.command = Some(Command::Serve(Serve::default()));
+    }
+    let settings = Settings::load(cli.global.config.as_deref(), Some(cli.overrides()))?;
+    eva_hub::telemetry::init(&settings.log);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if settings.server.worker_threads > 0 {
+        runtime.worker_threads(settings.server.worker_threads);
+    }
+    let runtime = runtime.build().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        match cli.command.expect("set above") {
+            Command::Serve(_) => App::bind(settings).await?.run(shutdown_signal()).await,
+            Command::Migrate => {
+                let store = eva_hub::app::open_store(&settings).await?;
+                store.migrate().await.context("migration failed")?;
+                println!("{}: schema is up to date", store.name());
+                Ok(())
+            }
+            Command::Config => {
+                println!("{}", settings.redacted_json());
+                Ok(())
+            }
+        }
+    })
+}

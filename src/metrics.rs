@@ -1,0 +1,280 @@
+//! Every metric the hub exports, in one place.
+//!
+//! Rules that keep recording cheap and the series count bounded:
+//! * handles are resolved once (statics below), so a hot-path update is one
+//!   atomic add, not a registry lookup;
+//! * nothing is recorded per delivery: fan-out counts once per event, the
+//!   writer once per batch, latencies are sampled;
+//! * label values come from closed sets (roles, event kinds, close codes,
+//!   stages). Never a session, connection or tenant id.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use crate::protocol::model::{AlertType, Role};
+use crate::protocol::{CloseCode, Event, SessionStatus};
+
+/// Histogram buckets for every latency, in seconds: 50 µs to 2.5 s.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+/// Buckets for batch sizes (rows).
+pub const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+];
+
+/// Names of the histograms, so the exporter can give each its buckets.
+pub const LATENCY_HISTOGRAMS: [&str; 6] = [
+    "eva_fanout_latency_seconds",
+    "eva_emergency_stop_ack_seconds",
+    "eva_renderer_stage_latency_seconds",
+    "eva_renderer_component_latency_seconds",
+    "eva_store_flush_seconds",
+    "eva_redis_publish_seconds",
+];
+pub const BATCH_HISTOGRAMS: [&str; 1] = ["eva_store_batch_rows"];
+
+const ROLES: [Role; 3] = [Role::Renderer, Role::Operator, Role::Participant];
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Renderer => 0,
+        Role::Operator => 1,
+        Role::Participant => 2,
+    }
+}
+
+struct Handles {
+    connections: [Gauge; 3],
+    frames_out: Vec<(&'static str, Counter)>,
+    bytes_out: Counter,
+    fanout_latency: Histogram,
+    conflated: Counter,
+    slow_consumers: Counter,
+    resume_hit: Counter,
+    resume_miss: Counter,
+    estop_ack: Histogram,
+}
+
+/// Every event kind, for pre-registered per-kind counters.
+const EVENT_KINDS: [&str; 21] = [
+    "created",
+    "lifecycle",
+    "state",
+    "context",
+    "presence",
+    "counters",
+    "renderer",
+    "question",
+    "response",
+    "response_held",
+    "takeover",
+    "release",
+    "command",
+    "command_ack",
+    "suggestion",
+    "correction",
+    "emergency_stop",
+    "metrics",
+    "alert",
+    "alert_ack",
+    "custom",
+];
+
+static H: LazyLock<Handles> = LazyLock::new(|| Handles {
+    connections: ROLES.map(|r| gauge!("eva_connections", "role" => r.as_str())),
+    frames_out: EVENT_KINDS
+        .iter()
+        .map(|k| (*k, counter!("eva_frames_out_total", "kind" => *k)))
+        .collect(),
+    bytes_out: counter!("eva_bytes_out_total"),
+    fanout_latency: histogram!("eva_fanout_latency_seconds"),
+    conflated: counter!("eva_conflated_total"),
+    slow_consumers: counter!("eva_slow_consumer_disconnects_total"),
+    resume_hit: counter!("eva_resume_total", "result" => "hit"),
+    resume_miss: counter!("eva_resume_total", "result" => "miss"),
+    estop_ack: histogram!("eva_emergency_stop_ack_seconds"),
+});
+
+/// Resolves every handle now, after the recorder is installed, so the
+/// first event does not pay for it.
+pub fn init() {
+    LazyLock::force(&H);
+}
+
+pub fn connection_opened(role: Role) {
+    H.connections[role_index(role)].increment(1.0);
+}
+
+pub fn connection_closed(role: Role) {
+    H.connections[role_index(role)].decrement(1.0);
+}
+
+pub fn connection_close_code(code: CloseCode) {
+    counter!("eva_connections_closed_total", "code" => code.as_label()).increment(1);
+}
+
+pub fn frame_in(kind: &'static str) {
+    counter!("eva_frames_in_total", "kind" => kind).increment(1);
+}
+
+pub fn frame_in_rejected(reason: &'static str) {
+    counter!("eva_frames_rejected_total", "reason" => reason).increment(1);
+}
+
+/// One event delivered to `recipients` connections.
+pub fn frames_out(event: &Event, recipients: usize) {
+    if recipients == 0 {
+        return;
+    }
+    let kind = event.kind();
+    if let Some((_, c)) = H.frames_out.iter().find(|(k, _)| *k == kind) {
+        c.increment(recipients as u64);
+    }
+}
+
+/// Bytes handed to the kernel by one writer batch.
+pub fn bytes_out(n: usize) {
+    H.bytes_out.increment(n as u64);
+}
+
+/// Accepted → written latency of one (sampled) writer batch.
+pub fn fanout_latency(us: u64) {
+    H.fanout_latency.record(us as f64 / 1e6);
+}
+
+pub fn conflated(n: u64) {
+    H.conflated.increment(n);
+}
+
+pub fn slow_consumer() {
+    H.slow_consumers.increment(1);
+}
+
+pub fn resume(hit: bool) {
+    if hit {
+        H.resume_hit.increment(1)
+    } else {
+        H.resume_miss.increment(1)
+    }
+}
+
+pub fn emergency_stop_ack(latency: Duration) {
+    H.estop_ack.record(latency.as_secs_f64());
+}
+
+pub fn alert_raised(kind: AlertType) {
+    counter!("eva_alerts_total", "type" => kind.as_str()).increment(1);
+}
+
+pub fn sessions_by_status(counts: &[(SessionStatus, usize)]) {
+    for (status, n) in counts {
+        gauge!("eva_sessions", "status" => status.as_str()).set(*n as f64);
+    }
+}
+
+pub fn outbound_queue_bytes(total: usize) {
+    gauge!("eva_outbound_queue_bytes").set(total as f64);
+}
+
+/// Renderer-reported stage latency (seed 002: stt, llm, tts, total).
+pub fn renderer_stage(stage: &'static str, ms: f64) {
+    histogram!("eva_renderer_stage_latency_seconds", "stage" => stage).record(ms / 1000.0);
+}
+
+/// Renderer-reported latency by component (seed 000
+/// `performance_metrics.component`). Unknown components share `other`, so
+/// a renderer cannot grow the series count.
+pub fn renderer_component(component: Option<&str>, ms: f64) {
+    const KNOWN: [&str; 7] = [
+        "speech_recognition",
+        "language_model",
+        "speech_synthesis",
+        "rendering",
+        "network",
+        "knowledge_base",
+        "pipeline",
+    ];
+    let label = component
+        .and_then(|c| KNOWN.iter().find(|k| **k == c).copied())
+        .unwrap_or("other");
+    histogram!("eva_renderer_component_latency_seconds", "component" => label).record(ms / 1000.0);
+}
+
+pub fn store_flush(rows: usize, took: Duration) {
+    histogram!("eva_store_batch_rows").record(rows as f64);
+    histogram!("eva_store_flush_seconds").record(took.as_secs_f64());
+}
+
+pub fn store_flush_failed() {
+    counter!("eva_store_flush_failures_total").increment(1);
+}
+
+pub fn store_backlog(rows: usize) {
+    gauge!("eva_store_backlog_rows").set(rows as f64);
+}
+
+pub fn store_rows_dropped(kind: &'static str, n: u64) {
+    counter!("eva_store_rows_dropped_total", "kind" => kind).increment(n);
+}
+
+pub fn store_backlog_refused() {
+    counter!("eva_store_backlog_refused_total").increment(1);
+}
+
+/// Installs the Prometheus recorder once per process (tests start several
+/// hubs in one process) and returns its handle.
+pub fn install_exporter() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let mut b = PrometheusBuilder::new();
+            for name in LATENCY_HISTOGRAMS {
+                b = b
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS)
+                    .expect("buckets are non-empty");
+            }
+            for name in BATCH_HISTOGRAMS {
+                b = b
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), &BATCH_BUCKETS)
+                    .expect("buckets are non-empty");
+            }
+            let handle = match b.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (an embedding program's):
+                // keep ours unregistered but renderable.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            init();
+            handle
+        })
+        .clone()
+}
+
+/// Process CPU seconds, resident bytes and open file descriptors, read
+/// from /proc at scrape time.
+pub fn process_gauges() {
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = 100.0; // USER_HZ on Linux
+            if let (Some(u), Some(s)) = (f.get(11), f.get(12)) {
+                let cpu = u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0);
+                gauge!("process_cpu_seconds_total").set(cpu / ticks);
+            }
+            if let Some(rss) = f.get(21).and_then(|v| v.parse::<f64>().ok()) {
+                gauge!("process_resident_memory_bytes").set(rss * 4096.0);
+            }
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}

@@ -1,0 +1,437 @@
+//! Frames: what clients send ([`ClientFrame`]) and what the hub sends
+//! ([`ServerFrame`]). Both codecs carry exactly this model; `type` names
+//! the frame.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::codes::ErrorCode;
+use super::model::{
+    Alert, Command, Counters, CustomAudience, Event, Member, RendererMetrics, ResponseBody, Role,
+    SessionState, SessionStatus, StatePatch, StreamPosition,
+};
+use crate::ids::{ConnId, Epoch, EventId, Seq, SessionId, TenantId};
+
+/// A client's own id for a frame, quoted back in `ack` and `error`. For
+/// questions, responses and interventions it is also the idempotency key:
+/// resending a frame with the same id never creates a second one.
+pub type ClientMsgId = String;
+
+/// Frames a client sends.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticate with a token, for clients (browsers) that cannot set an
+    /// `Authorization` header. Must be the first frame.
+    Auth { token: String },
+    /// Start receiving a session. `resume` continues from a known position.
+    /// A renderer sets `takeover` to replace a live renderer.
+    Join {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<StreamPosition>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        takeover: bool,
+        /// Display name for presence (participants).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    Leave {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+
+    // ---- renderer ----
+    /// Change session state. Renderer only.
+    State {
+        session: SessionId,
+        state: StatePatch,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    /// Replace the conversation context. Renderer only.
+    Context {
+        session: SessionId,
+        context: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    /// Report performance. Renderer only. Conflated before it reaches
+    /// operators.
+    Metrics {
+        session: SessionId,
+        metrics: RendererMetrics,
+    },
+    /// Report a lifecycle change the renderer owns: `starting`, `active`,
+    /// `paused`, `failed`.
+    Status {
+        session: SessionId,
+        status: SessionStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    /// Answer a question, or carry out a `say` command. Renderer only.
+    Response {
+        session: SessionId,
+        id: ClientMsgId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question_id: Option<EventId>,
+        text: String,
+        confidence: f64,
+        response_time_ms: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intent: Option<String>,
+        #[serde(default)]
+        knowledge_sources: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command_id: Option<EventId>,
+    },
+    /// Acknowledge a command or an emergency stop. Renderer only.
+    CommandAck {
+        session: SessionId,
+        command_id: EventId,
+    },
+
+    // ---- participant ----
+    Question {
+        session: SessionId,
+        id: ClientMsgId,
+        text: String,
+    },
+
+    // ---- operator ----
+    Takeover {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    Release {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    /// Tell the renderer what to do. Only the controlling operator.
+    Command {
+        session: SessionId,
+        id: ClientMsgId,
+        command: Command,
+    },
+    Suggestion {
+        session: SessionId,
+        id: ClientMsgId,
+        text: String,
+    },
+    Correction {
+        session: SessionId,
+        id: ClientMsgId,
+        response_id: EventId,
+        text: String,
+    },
+    EmergencyStop {
+        session: SessionId,
+        id: ClientMsgId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Publish a held response. Only the controlling operator.
+    Approve {
+        session: SessionId,
+        response_id: EventId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    AckAlert {
+        session: SessionId,
+        alert_id: EventId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+
+    // ---- renderer or operator ----
+    /// Publish an app-defined event into the session stream.
+    Publish {
+        session: SessionId,
+        name: String,
+        #[serde(default)]
+        audience: CustomAudience,
+        #[serde(default)]
+        data: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+
+    /// Application-level ping; answered with `pong`.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<u64>,
+    },
+}
+
+impl ClientFrame {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientFrame::Auth { .. } => "auth",
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::State { .. } => "state",
+            ClientFrame::Context { .. } => "context",
+            ClientFrame::Metrics { .. } => "metrics",
+            ClientFrame::Status { .. } => "status",
+            ClientFrame::Response { .. } => "response",
+            ClientFrame::CommandAck { .. } => "command_ack",
+            ClientFrame::Question { .. } => "question",
+            ClientFrame::Takeover { .. } => "takeover",
+            ClientFrame::Release { .. } => "release",
+            ClientFrame::Command { .. } => "command",
+            ClientFrame::Suggestion { .. } => "suggestion",
+            ClientFrame::Correction { .. } => "correction",
+            ClientFrame::EmergencyStop { .. } => "emergency_stop",
+            ClientFrame::Approve { .. } => "approve",
+            ClientFrame::AckAlert { .. } => "ack_alert",
+            ClientFrame::Publish { .. } => "publish",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+
+    /// The client's id for this frame, if it gave one.
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::State { id, .. }
+            | ClientFrame::Context { id, .. }
+            | ClientFrame::Status { id, .. }
+            | ClientFrame::Takeover { id, .. }
+            | ClientFrame::Release { id, .. }
+            | ClientFrame::Approve { id, .. }
+            | ClientFrame::AckAlert { id, .. }
+            | ClientFrame::Publish { id, .. } => id.as_deref(),
+            ClientFrame::Response { id, .. }
+            | ClientFrame::Question { id, .. }
+            | ClientFrame::Command { id, .. }
+            | ClientFrame::Suggestion { id, .. }
+            | ClientFrame::Correction { id, .. }
+            | ClientFrame::EmergencyStop { id, .. } => Some(id),
+            ClientFrame::Auth { .. }
+            | ClientFrame::Metrics { .. }
+            | ClientFrame::CommandAck { .. }
+            | ClientFrame::Ping { .. } => None,
+        }
+    }
+
+    /// The session the frame is about, if any.
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            ClientFrame::Auth { .. } | ClientFrame::Ping { .. } => None,
+            ClientFrame::Join { session, .. }
+            | ClientFrame::Leave { session, .. }
+            | ClientFrame::State { session, .. }
+            | ClientFrame::Context { session, .. }
+            | ClientFrame::Metrics { session, .. }
+            | ClientFrame::Status { session, .. }
+            | ClientFrame::Response { session, .. }
+            | ClientFrame::CommandAck { session, .. }
+            | ClientFrame::Question { session, .. }
+            | ClientFrame::Takeover { session, .. }
+            | ClientFrame::Release { session, .. }
+            | ClientFrame::Command { session, .. }
+            | ClientFrame::Suggestion { session, .. }
+            | ClientFrame::Correction { session, .. }
+            | ClientFrame::EmergencyStop { session, .. }
+            | ClientFrame::Approve { session, .. }
+            | ClientFrame::AckAlert { session, .. }
+            | ClientFrame::Publish { session, .. } => Some(*session),
+        }
+    }
+}
+
+/// Presence as a snapshot shows it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct PresenceView {
+    pub participant_count: u32,
+    /// Members (staff views only), at most the configured cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Member>>,
+    /// True when `members` was cut at the cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// Who holds the session (staff views only).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ControlView {
+    /// The operator that has taken the session over, if any.
+    pub controller: Option<String>,
+    pub renderer_connected: bool,
+    /// The current renderer fence; grows by one on every renderer join.
+    pub renderer_fence: u64,
+}
+
+/// Everything a client needs to render a session at `seq`. Live events with
+/// a higher `seq` follow it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub session: SessionId,
+    pub epoch: Epoch,
+    pub seq: Seq,
+    pub status: SessionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub state: SessionState,
+    pub counters: Counters,
+    pub presence: PresenceView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<RendererMetrics>,
+    /// Open (unacknowledged) alerts. Operators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<Alert>>,
+    /// Responses held back during a takeover. Operators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_responses: Option<Vec<ResponseBody>>,
+}
+
+/// Why a resume could not be served from history.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscontinuityReason {
+    /// The stream was restarted; the client's epoch is gone.
+    EpochChanged,
+    /// The events after the client's seq are no longer in history.
+    HistoryTrimmed,
+    /// The client's seq is ahead of the stream.
+    PositionAhead,
+}
+
+/// Frames the hub sends.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame after authentication.
+    Welcome {
+        protocol: String,
+        conn_id: ConnId,
+        role: Role,
+        subject: String,
+        tenant: TenantId,
+        server_time: u64,
+        heartbeat_ms: u64,
+        max_message_bytes: usize,
+    },
+    /// The join was accepted. A snapshot, or `resumed` and the missed
+    /// events, follow.
+    Joined {
+        session: SessionId,
+        role: Role,
+        /// The renderer's fence (renderers only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    Snapshot(Box<Snapshot>),
+    /// A resume succeeded: the events `from..=to` of this view follow.
+    Resumed {
+        session: SessionId,
+        epoch: Epoch,
+        from: Seq,
+        to: Seq,
+    },
+    /// A resume could not be served; a fresh snapshot follows.
+    Discontinuity {
+        session: SessionId,
+        reason: DiscontinuityReason,
+        epoch: Epoch,
+        seq: Seq,
+    },
+    /// One sequenced event.
+    Event {
+        session: SessionId,
+        seq: Seq,
+        /// When the hub accepted the event, Unix milliseconds.
+        ts: u64,
+        event: Event,
+    },
+    /// An emergency stop, sent to the renderer ahead of every queued frame.
+    /// The same stop follows in order as an `emergency_stop` event with this
+    /// `seq`. Acknowledge with `command_ack` and `intervention_id`.
+    Urgent {
+        session: SessionId,
+        seq: Seq,
+        intervention_id: EventId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The client left (or was removed from) a session.
+    Left {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+    /// A frame with an `id` was accepted.
+    Ack {
+        id: ClientMsgId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        /// Sequence number of the event the frame produced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<Seq>,
+        /// The hub's id for what was created (question_id, response_id,
+        /// intervention_id...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ref_id: Option<EventId>,
+        /// True when this id was seen before and nothing new was created.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        /// For retryable errors: wait at least this long before retrying.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<u64>,
+        server_time: u64,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            id: None,
+            session: None,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// Borrowed form of [`ServerFrame::Event`], so a shared event is encoded
+/// without cloning it. Serializes byte-for-byte like the owned variant.
+#[derive(Serialize)]
+pub(crate) struct EventFrameRef<'a> {
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) session: SessionId,
+    pub(crate) seq: Seq,
+    pub(crate) ts: u64,
+    pub(crate) event: &'a Event,
+}

@@ -1,0 +1,296 @@
+//! An in-process store. Nothing survives a restart; it exists for tests
+//! and for runs where losing everything on exit is acceptable.
+//!
+//! It follows the same idempotency rules as the SQL stores, so the
+//! conformance suite holds it to the same contract.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::{
+    AlertRow, ConversationRow, InterventionRow, MetricRow, Page, ParticipantRow, Row, SessionQuery,
+    SessionRecord, Store, StoreError,
+};
+use crate::ids::{SessionId, TenantId};
+
+#[derive(Debug, Default)]
+struct Tables {
+    sessions: HashMap<SessionId, SessionRecord>,
+    conversations: Vec<ConversationRow>,
+    conversation_ids: HashMap<Uuid, usize>,
+    question_responses: HashMap<Uuid, super::QuestionResponseRow>,
+    interventions: Vec<InterventionRow>,
+    intervention_ids: HashMap<Uuid, usize>,
+    alerts: Vec<AlertRow>,
+    alert_ids: HashMap<Uuid, usize>,
+    metrics: Vec<MetricRow>,
+    participants: HashMap<(SessionId, String), ParticipantRow>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Number of performance metric rows held (for tests).
+    pub fn metric_count(&self) -> usize {
+        self.tables.lock().metrics.len()
+    }
+
+    /// A participant row (for tests).
+    pub fn participant(&self, session: SessionId, id: &str) -> Option<ParticipantRow> {
+        self.tables
+            .lock()
+            .participants
+            .get(&(session, id.to_owned()))
+            .cloned()
+    }
+}
+
+/// Newest first, strictly before `page.before`, at most `page.limit`.
+fn page_of<T: Clone>(
+    rows: impl DoubleEndedIterator<Item = T>,
+    id: impl Fn(&T) -> Uuid,
+    page: Page,
+) -> Vec<T> {
+    rows.rev()
+        .filter(|r| page.before.is_none_or(|b| id(r) < b))
+        .take(page.limit)
+        .collect()
+}
+
+impl Tables {
+    fn apply(&mut self, row: &Row) {
+        match row {
+            Row::Conversation(c) => {
+                let duplicate = self.conversation_ids.contains_key(&c.id.0)
+                    || c.client_msg_id.as_ref().is_some_and(|cid| {
+                        self.conversations.iter().any(|o| {
+                            o.session_id == c.session_id
+                                && o.message_type == c.message_type
+                                && o.client_msg_id.as_ref() == Some(cid)
+                        })
+                    });
+                if !duplicate {
+                    self.conversation_ids
+                        .insert(c.id.0, self.conversations.len());
+                    self.conversations.push(c.clone());
+                }
+            }
+            Row::QuestionResponse(q) => {
+                self.question_responses
+                    .entry(q.id.0)
+                    .or_insert_with(|| q.clone());
+            }
+            Row::Intervention(i) => {
+                if !self.intervention_ids.contains_key(&i.id.0) {
+                    self.intervention_ids
+                        .insert(i.id.0, self.interventions.len());
+                    self.interventions.push(i.clone());
+                }
+            }
+            Row::InterventionEnded {
+                id,
+                ended_at,
+                duration_seconds,
+            } => {
+                if let Some(&idx) = self.intervention_ids.get(&id.0) {
+                    let i = &mut self.interventions[idx];
+                    i.ended_at = Some(*ended_at);
+                    i.duration_seconds = Some(*duration_seconds);
+                }
+            }
+            Row::Alert(a) => {
+                if !self.alert_ids.contains_key(&a.id.0) {
+                    self.alert_ids.insert(a.id.0, self.alerts.len());
+                    self.alerts.push(a.clone());
+                }
+            }
+            Row::AlertAcknowledged { id, by, at } => {
+                if let Some(&idx) = self.alert_ids.get(&id.0) {
+                    let a = &mut self.alerts[idx];
+                    if !a.acknowledged {
+                        a.acknowledged = true;
+                        a.acknowledged_by = Some(by.clone());
+                        a.acknowledged_at = Some(*at);
+                    }
+                }
+            }
+            Row::Metric(m) => self.metrics.push(m.clone()),
+            Row::SessionProgress {
+                id,
+                status,
+                started_at,
+                ended_at,
+                counters,
+                last_error,
+            } => {
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.status = *status;
+                    s.started_at = started_at.or(s.started_at);
+                    s.ended_at = ended_at.or(s.ended_at);
+                    s.counters = *counters;
+                    if last_error.is_some() {
+                        s.last_error = last_error.clone();
+                    }
+                }
+            }
+            Row::State {
+                session_id,
+                state,
+                context,
+                ..
+            } => {
+                if let Some(s) = self.sessions.get_mut(session_id) {
+                    s.state = state.clone();
+                    s.context = context.clone();
+                }
+            }
+            Row::ParticipantJoined(p) => {
+                self.participants
+                    .entry((p.session_id, p.participant_id.clone()))
+                    .and_modify(|old| old.left_at = None)
+                    .or_insert_with(|| p.clone());
+            }
+            Row::ParticipantLeft {
+                session_id,
+                participant_id,
+                left_at,
+                questions_asked,
+            } => {
+                if let Some(p) = self
+                    .participants
+                    .get_mut(&(*session_id, participant_id.clone()))
+                {
+                    p.left_at = Some(*left_at);
+                    p.questions_asked = *questions_asked;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.tables
+            .lock()
+            .sessions
+            .entry(session.id)
+            .or_insert_with(|| session.clone());
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        tenant: Option<TenantId>,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .tables
+            .lock()
+            .sessions
+            .get(&id)
+            .filter(|s| tenant.is_none_or(|t| t == s.tenant))
+            .cloned())
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let t = self.tables.lock();
+        let mut rows: Vec<_> = t
+            .sessions
+            .values()
+            .filter(|s| s.tenant == tenant)
+            .filter(|s| query.status.is_none_or(|st| st == s.status))
+            .filter(|s| query.before.is_none_or(|b| s.id < b))
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| b.id.cmp(&a.id));
+        rows.truncate(query.limit);
+        Ok(rows)
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .tables
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| !s.status.is_terminal())
+            .cloned()
+            .collect())
+    }
+
+    async fn write_batch(&self, rows: &[Row]) -> Result<(), StoreError> {
+        let mut t = self.tables.lock();
+        for row in rows {
+            t.apply(row);
+        }
+        Ok(())
+    }
+
+    async fn conversation(
+        &self,
+        session: SessionId,
+        page: Page,
+    ) -> Result<Vec<ConversationRow>, StoreError> {
+        let t = self.tables.lock();
+        Ok(page_of(
+            t.conversations
+                .iter()
+                .filter(|c| c.session_id == session)
+                .cloned(),
+            |c| c.id.0,
+            page,
+        ))
+    }
+
+    async fn interventions(
+        &self,
+        session: SessionId,
+        page: Page,
+    ) -> Result<Vec<InterventionRow>, StoreError> {
+        let t = self.tables.lock();
+        Ok(page_of(
+            t.interventions
+                .iter()
+                .filter(|i| i.session_id == session)
+                .cloned(),
+            |i| i.id.0,
+            page,
+        ))
+    }
+
+    async fn alerts(&self, session: SessionId, page: Page) -> Result<Vec<AlertRow>, StoreError> {
+        let t = self.tables.lock();
+        Ok(page_of(
+            t.alerts.iter().filter(|a| a.session_id == session).cloned(),
+            |a| a.id.0,
+            page,
+        ))
+    }
+}

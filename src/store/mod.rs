@@ -1,0 +1,355 @@
+//! Durable storage: sessions and the rows a session produces
+//! (conversations, question responses, interventions, alerts, performance
+//! metrics, participants), following seed 000.
+//!
+//! Implementations:
+//! * [`memory::MemoryStore`]: in-process, for tests and throwaway runs.
+//!
+//! Rows reach the store through the [`writer::BatchWriter`], which groups
+//! them into one transaction per batch and acknowledges must-keep rows to
+//! their senders only after that transaction commits.
+
+pub mod memory;
+pub mod writer;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ids::{EventId, Seq, SessionId, TenantId};
+use crate::protocol::model::{
+    AlertType, Counters, RendererMetrics, SessionState, SessionStatus, Severity,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable or failed; the operation may succeed
+    /// later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The data violates a constraint; retrying will not help.
+    #[error("store rejected the data: {0}")]
+    Rejected(String),
+}
+
+/// A session row (seed 000 `sessions` joined with `session_state`).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub tenant: TenantId,
+    pub avatar_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub status: SessionStatus,
+    pub config: Value,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub counters: Counters,
+    pub last_error: Option<String>,
+    pub state: SessionState,
+    pub context: Value,
+}
+
+/// Filters and paging for session listings.
+#[derive(Clone, Debug, Default)]
+pub struct SessionQuery {
+    pub status: Option<SessionStatus>,
+    /// Return sessions created strictly before this one (keyset paging:
+    /// ids are time-ordered).
+    pub before: Option<SessionId>,
+    pub limit: usize,
+}
+
+/// Keyset paging over time-ordered rows: newest first, strictly before
+/// `before`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Page {
+    pub before: Option<Uuid>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    Question,
+    Response,
+    System,
+    Operator,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Question => "question",
+            MessageType::Response => "response",
+            MessageType::System => "system",
+            MessageType::Operator => "operator",
+        }
+    }
+}
+
+/// Seed 000 `conversations`, plus the stream position and the client id
+/// that make writes idempotent.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ConversationRow {
+    pub id: EventId,
+    pub session_id: SessionId,
+    pub seq: Seq,
+    pub participant_id: Option<String>,
+    pub message_type: MessageType,
+    pub content: String,
+    pub speaker: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub confidence_score: Option<f64>,
+    pub response_time_ms: Option<i32>,
+    pub context: Value,
+    pub metadata: Value,
+    pub client_msg_id: Option<String>,
+}
+
+/// Seed 000 `question_responses`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct QuestionResponseRow {
+    pub id: EventId,
+    /// The response's conversation row.
+    pub conversation_id: EventId,
+    pub question_text: String,
+    pub response_text: String,
+    pub intent_classification: Option<String>,
+    pub knowledge_sources: Vec<String>,
+    pub confidence_score: f64,
+    pub response_time_ms: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterventionType {
+    Takeover,
+    Suggestion,
+    Correction,
+    EmergencyStop,
+}
+
+impl InterventionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterventionType::Takeover => "takeover",
+            InterventionType::Suggestion => "suggestion",
+            InterventionType::Correction => "correction",
+            InterventionType::EmergencyStop => "emergency_stop",
+        }
+    }
+}
+
+/// Seed 000 `operator_interventions`. `operator_id` is the operator's
+/// subject.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct InterventionRow {
+    pub id: EventId,
+    pub session_id: SessionId,
+    pub seq: Seq,
+    pub operator_id: String,
+    pub intervention_type: InterventionType,
+    pub trigger_reason: Option<String>,
+    pub action_taken: String,
+    pub created_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<i32>,
+    pub client_msg_id: Option<String>,
+}
+
+/// Seed 000 `system_alerts`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub id: EventId,
+    pub session_id: SessionId,
+    pub alert_type: AlertType,
+    pub severity: Severity,
+    pub title: String,
+    pub message: String,
+    pub component: Option<String>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged: bool,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// Seed 000 `performance_metrics`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub id: Uuid,
+    pub session_id: SessionId,
+    pub metric_type: String,
+    pub metric_value: f64,
+    pub unit: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub component: Option<String>,
+}
+
+impl MetricRow {
+    /// One row per value in a renderer report.
+    pub fn from_report(
+        session: SessionId,
+        at: DateTime<Utc>,
+        m: &RendererMetrics,
+    ) -> impl Iterator<Item = MetricRow> + '_ {
+        m.values().map(move |(name, value, unit)| MetricRow {
+            id: Uuid::now_v7(),
+            session_id: session,
+            metric_type: name.to_owned(),
+            metric_value: value,
+            unit: Some(unit.to_owned()),
+            timestamp: at,
+            component: m.component.clone(),
+        })
+    }
+}
+
+/// Seed 000 `session_participants`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ParticipantRow {
+    pub session_id: SessionId,
+    pub participant_id: String,
+    pub participant_name: Option<String>,
+    pub joined_at: DateTime<Utc>,
+    pub left_at: Option<DateTime<Utc>>,
+    pub questions_asked: i32,
+}
+
+/// One row to write. Every variant is idempotent: writing it twice leaves
+/// the same data as writing it once.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Row {
+    Conversation(ConversationRow),
+    QuestionResponse(QuestionResponseRow),
+    Intervention(InterventionRow),
+    /// A takeover ended.
+    InterventionEnded {
+        id: EventId,
+        ended_at: DateTime<Utc>,
+        duration_seconds: i32,
+    },
+    Alert(AlertRow),
+    AlertAcknowledged {
+        id: EventId,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    Metric(MetricRow),
+    /// Status, timestamps and counters of a session.
+    SessionProgress {
+        id: SessionId,
+        status: SessionStatus,
+        started_at: Option<DateTime<Utc>>,
+        ended_at: Option<DateTime<Utc>>,
+        counters: Counters,
+        last_error: Option<String>,
+    },
+    /// Latest state and context of a session (upsert).
+    State {
+        session_id: SessionId,
+        state: SessionState,
+        context: Value,
+        metrics: Value,
+    },
+    ParticipantJoined(ParticipantRow),
+    ParticipantLeft {
+        session_id: SessionId,
+        participant_id: String,
+        left_at: DateTime<Utc>,
+        questions_asked: i32,
+    },
+}
+
+impl Row {
+    /// Rows that are never dropped: their senders are acknowledged only
+    /// after they commit. The others may be dropped under pressure (and
+    /// every drop is counted).
+    pub fn must_keep(&self) -> bool {
+        !matches!(self, Row::Metric(_) | Row::State { .. })
+    }
+
+    /// Rough size in bytes, for the backlog budget.
+    pub fn weight(&self) -> usize {
+        let text = match self {
+            Row::Conversation(c) => c.content.len() + c.metadata.to_string().len(),
+            Row::QuestionResponse(q) => q.question_text.len() + q.response_text.len(),
+            Row::Intervention(i) => i.action_taken.len(),
+            Row::Alert(a) => a.title.len() + a.message.len(),
+            Row::State { context, .. } => context.to_string().len(),
+            _ => 0,
+        };
+        128 + text
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Row::Conversation(_) => "conversation",
+            Row::QuestionResponse(_) => "question_response",
+            Row::Intervention(_) | Row::InterventionEnded { .. } => "intervention",
+            Row::Alert(_) | Row::AlertAcknowledged { .. } => "alert",
+            Row::Metric(_) => "metric",
+            Row::SessionProgress { .. } => "session",
+            Row::State { .. } => "state",
+            Row::ParticipantJoined(_) | Row::ParticipantLeft { .. } => "participant",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Short name for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks that the database answers, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// A session of `tenant` (any tenant if `None`).
+    async fn get_session(
+        &self,
+        tenant: Option<TenantId>,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Sessions of a tenant, newest first.
+    async fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: &SessionQuery,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Every session that has not ended, for reload after a restart.
+    async fn live_sessions(&self) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Writes the rows in one transaction: all or nothing.
+    async fn write_batch(&self, rows: &[Row]) -> Result<(), StoreError>;
+
+    /// A session's conversation, newest first.
+    async fn conversation(
+        &self,
+        session: SessionId,
+        page: Page,
+    ) -> Result<Vec<ConversationRow>, StoreError>;
+
+    /// A session's interventions, newest first.
+    async fn interventions(
+        &self,
+        session: SessionId,
+        page: Page,
+    ) -> Result<Vec<InterventionRow>, StoreError>;
+
+    /// A session's alerts, newest first.
+    async fn alerts(&self, session: SessionId, page: Page) -> Result<Vec<AlertRow>, StoreError>;
+}

@@ -1,0 +1,409 @@
+//! The batch writer: group commit in front of any [`Store`].
+//!
+//! Senders submit rows; one flusher task gathers everything pending (up to
+//! `batch_max_rows`, or whatever arrived within `flush_interval` of the
+//! first row) and writes it as one transaction. Acknowledgements of
+//! must-keep rows are sent only after that transaction commits, so an
+//! acknowledged row is never lost.
+//!
+//! The backlog (rows admitted but not yet committed) is bounded in rows and
+//! bytes. When it is full, must-keep submissions are refused with a
+//! retry-after and the sender keeps its message; droppable rows (metrics,
+//! state snapshots) are dropped and counted. While the database fails, the
+//! flusher retries the same batch with exponential backoff, and the
+//! backlog drains when it returns.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+
+use super::{Row, Store, StoreError};
+use crate::connection::outbox::Outbox;
+use crate::metrics as m;
+
+/// Settings of the writer; see `[store]` in `config/default.toml`.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    pub batch_max_rows: usize,
+    pub flush_interval: Duration,
+    pub backlog_max_rows: usize,
+    pub backlog_max_bytes: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            batch_max_rows: 5000,
+            flush_interval: Duration::from_millis(5),
+            backlog_max_rows: 200_000,
+            backlog_max_bytes: 64 << 20,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to do once a submission commits.
+#[derive(Debug)]
+pub enum Ack {
+    /// Push this (already encoded) frame to a connection, if it still
+    /// exists. On failure, push `on_error` instead.
+    Frame {
+        outbox: Weak<Outbox>,
+        frame: Bytes,
+        on_error: Bytes,
+    },
+    /// Wake a waiting REST handler.
+    Notify(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Ack {
+    fn complete(self, result: Result<(), StoreError>) {
+        match self {
+            Ack::Frame {
+                outbox,
+                frame,
+                on_error,
+            } => {
+                if let Some(o) = outbox.upgrade() {
+                    o.push_urgent(if result.is_ok() { frame } else { on_error });
+                }
+            }
+            Ack::Notify(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// Backlog room held for one message. Submitting consumes it; dropping it
+/// unused gives the room back.
+#[derive(Debug)]
+pub struct Reservation {
+    writer: BatchWriter,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Queues the rows; `ack` completes after they commit. The real rows
+    /// replace the estimate the reservation was made with.
+    pub fn submit(mut self, rows: Vec<Row>, ack: Option<Ack>) {
+        let weight: usize = rows.iter().map(Row::weight).sum();
+        {
+            let mut b = self.writer.shared.backlog.lock();
+            b.rows = b.rows - self.rows + rows.len();
+            b.bytes = b.bytes - self.bytes + weight;
+        }
+        self.rows = 0;
+        self.bytes = 0;
+        self.writer.enqueue(Pending { rows, weight, ack });
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.rows > 0 || self.bytes > 0 {
+            self.writer.release(self.rows, self.bytes);
+        }
+    }
+}
+
+/// The backlog is full; retry after this long.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the durable backlog is full; retry after {retry_after:?}")]
+pub struct BacklogFull {
+    pub retry_after: Duration,
+}
+
+#[derive(Debug)]
+struct Pending {
+    rows: Vec<Row>,
+    weight: usize,
+    ack: Option<Ack>,
+}
+
+#[derive(Debug, Default)]
+struct Backlog {
+    queue: VecDeque<Pending>,
+    /// Rows and bytes admitted and not yet committed (queued or in flight).
+    rows: usize,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    config: WriterConfig,
+    backlog: Mutex<Backlog>,
+    wake: Notify,
+    /// Set once shutdown begins: new submissions are refused.
+    closed: AtomicBool,
+    /// Current retry delay in ms while the store fails, 0 when healthy.
+    failing_ms: AtomicU64,
+    /// Signalled after every commit, and when the flusher exits.
+    progress: Notify,
+    flusher_done: AtomicBool,
+}
+
+/// Handle to the writer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BatchWriter {
+    shared: Arc<Shared>,
+}
+
+impl BatchWriter {
+    /// Starts the flusher task.
+    pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            backlog: Mutex::new(Backlog::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            failing_ms: AtomicU64::new(0),
+            progress: Notify::new(),
+            flusher_done: AtomicBool::new(false),
+        });
+        tokio::spawn(flusher(shared.clone()));
+        BatchWriter { shared }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Whether the last flush failed (the store is unreachable).
+    pub fn is_failing(&self) -> bool {
+        self.shared.failing_ms.load(Ordering::Relaxed) > 0
+    }
+
+    /// Rows admitted but not yet committed.
+    pub fn backlog_rows(&self) -> usize {
+        self.shared.backlog.lock().rows
+    }
+
+    fn retry_after(&self) -> Duration {
+        let failing = self.shared.failing_ms.load(Ordering::Relaxed);
+        if failing > 0 {
+            Duration::from_millis(failing.max(100))
+        } else {
+            (self.shared.config.flush_interval * 4).max(Duration::from_millis(50))
+        }
+    }
+
+    fn admit(&self, rows: usize, bytes: usize, force: bool) -> Result<(), BacklogFull> {
+        let mut b = self.shared.backlog.lock();
+        let c = &self.shared.config;
+        let full = b.rows + rows > c.backlog_max_rows || b.bytes + bytes > c.backlog_max_bytes;
+        if self.shared.closed.load(Ordering::Relaxed) || (full && !force) {
+            drop(b);
+            m::store_backlog_refused();
+            return Err(BacklogFull {
+                retry_after: self.retry_after(),
+            });
+        }
+        b.rows += rows;
+        b.bytes += bytes;
+        Ok(())
+    }
+
+    /// Reserves backlog room for a must-keep message before anything is
+    /// published, so that once the event exists its rows are always
+    /// accepted. Refused with a retry-after when the backlog is full: the
+    /// sender keeps its message.
+    pub fn reserve(&self, rows: usize, bytes: usize) -> Result<Reservation, BacklogFull> {
+        self.admit(rows, bytes, false)?;
+        Ok(Reservation {
+            writer: self.clone(),
+            rows,
+            bytes,
+        })
+    }
+
+    /// Reserves room even past the bound. Only for emergency stops, which
+    /// are never refused.
+    pub fn reserve_forced(&self, rows: usize, bytes: usize) -> Reservation {
+        let _ = self.admit(rows, bytes, true);
+        Reservation {
+            writer: self.clone(),
+            rows,
+            bytes,
+        }
+    }
+
+    fn enqueue(&self, pending: Pending) {
+        self.shared.backlog.lock().queue.push_back(pending);
+        self.shared.wake.notify_one();
+    }
+
+    fn release(&self, rows: usize, bytes: usize) {
+        let mut b = self.shared.backlog.lock();
+        b.rows -= rows;
+        b.bytes -= bytes;
+    }
+
+    /// Submits rows in one go (reserve and submit). Refused with a
+    /// retry-after when the backlog is full.
+    pub fn submit(&self, rows: Vec<Row>, ack: Option<Ack>) -> Result<(), BacklogFull> {
+        let weight: usize = rows.iter().map(Row::weight).sum();
+        self.reserve(rows.len(), weight)?.submit(rows, ack);
+        Ok(())
+    }
+
+    /// Submits droppable rows (metrics, state snapshots). Dropped and
+    /// counted when the backlog is full.
+    pub fn offer(&self, rows: Vec<Row>) {
+        let n = rows.len();
+        let kind = rows.first().map(Row::kind).unwrap_or("none");
+        if self.submit(rows, None).is_err() {
+            m::store_rows_dropped(kind, n as u64);
+        }
+    }
+
+    /// Stops accepting rows and waits until the backlog is written or the
+    /// deadline passes. Returns the rows left unwritten.
+    pub async fn shutdown(&self, deadline: Instant) -> usize {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        loop {
+            let progressed = self.shared.progress.notified();
+            let left = self.shared.backlog.lock().rows;
+            if left == 0 || self.shared.flusher_done.load(Ordering::Relaxed) {
+                return left;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return left;
+            }
+            let _ = tokio::time::timeout(deadline - now, progressed).await;
+        }
+    }
+}
+
+async fn flusher(shared: Arc<Shared>) {
+    let config = shared.config.clone();
+    let mut batch_rows: Vec<Row> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
+    loop {
+        // Wait for the first row.
+        loop {
+            let notified = shared.wake.notified();
+            let (empty, closed) = {
+                let b = shared.backlog.lock();
+                (b.queue.is_empty(), shared.closed.load(Ordering::Relaxed))
+            };
+            if !empty {
+                break;
+            }
+            if closed {
+                shared.flusher_done.store(true, Ordering::Relaxed);
+                shared.progress.notify_waiters();
+                return;
+            }
+            notified.await;
+        }
+        // Group commit: give concurrent senders one window to join.
+        let window_end = tokio::time::Instant::now() + config.flush_interval;
+        loop {
+            let queued: usize = shared
+                .backlog
+                .lock()
+                .queue
+                .iter()
+                .map(|p| p.rows.len())
+                .sum();
+            if queued >= config.batch_max_rows || shared.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            if tokio::time::timeout_at(window_end, shared.wake.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Take whole submissions up to the batch size.
+        let mut weight = 0;
+        {
+            let mut b = shared.backlog.lock();
+            while let Some(p) = b.queue.front() {
+                if !batch_rows.is_empty() && batch_rows.len() + p.rows.len() > config.batch_max_rows
+                {
+                    break;
+                }
+                let p = b.queue.pop_front().expect("front exists");
+                weight += p.weight;
+                batch_rows.extend(p.rows);
+                acks.extend(p.ack);
+            }
+        }
+        let result = write_with_retry(&shared, &batch_rows).await;
+        {
+            let mut b = shared.backlog.lock();
+            b.rows -= batch_rows.len();
+            b.bytes -= weight;
+            m::store_backlog(b.rows);
+        }
+        for ack in acks.drain(..) {
+            ack.complete(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| StoreError::Rejected(e.to_string())),
+            );
+        }
+        batch_rows.clear();
+        shared.progress.notify_waiters();
+    }
+}
+
+/// Writes one batch, retrying while the store is unavailable. A rejected
+/// batch is split so one bad row cannot hold back the others.
+async fn write_with_retry(shared: &Shared, rows: &[Row]) -> Result<(), StoreError> {
+    let config = &shared.config;
+    let mut delay = config.retry_initial;
+    loop {
+        let started = Instant::now();
+        match shared.store.write_batch(rows).await {
+            Ok(()) => {
+                m::store_flush(rows.len(), started.elapsed());
+                shared.failing_ms.store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(StoreError::Unavailable(e)) => {
+                m::store_flush_failed();
+                shared
+                    .failing_ms
+                    .store(delay.as_millis() as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, rows = rows.len(), retry_in = ?delay, "store flush failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(config.retry_max);
+            }
+            Err(StoreError::Rejected(e)) if rows.len() > 1 => {
+                tracing::error!(error = %e, rows = rows.len(), "store rejected a batch; writing rows one by one");
+                let mut first_err = None;
+                for row in rows {
+                    if let Err(e) =
+                        Box::pin(write_with_retry(shared, std::slice::from_ref(row))).await
+                    {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                return first_err.map_or(Ok(()), Err);
+            }
+            Err(e @ StoreError::Rejected(_)) => {
+                tracing::error!(error = %e, kind = rows[0].kind(), "store rejected a row; dropping it");
+                m::store_rows_dropped(rows[0].kind(), 1);
+                return Err(e);
+            }
+        }
+    }
+}
