@@ -61,6 +61,8 @@ pub struct ConnectOptions {
     /// Read buffer of the client's WebSocket; small for idle-connection
     /// tests with thousands of clients.
     pub read_buffer: usize,
+    /// Kernel receive buffer (SO_RCVBUF), to play a slow reader.
+    pub recv_buffer: Option<u32>,
 }
 
 impl ConnectOptions {
@@ -73,6 +75,7 @@ impl ConnectOptions {
             subprotocols: None,
             origin: None,
             read_buffer: 64 * 1024,
+            recv_buffer: None,
         }
     }
 }
@@ -101,25 +104,29 @@ pub struct Client {
     codec: Codec,
 }
 
-async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    match source {
-        None => TcpStream::connect(addr).await,
-        Some(ip) => {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.bind(SocketAddr::new(ip, 0))?;
-            socket.connect(addr).await
-        }
+async fn tcp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
     }
+    if let Some(n) = recv_buffer {
+        socket.set_recv_buffer_size(n)?;
+    }
+    socket.connect(addr).await
 }
 
 impl Client {
     /// Opens a WebSocket to `addr`'s `/v1/ws`.
     pub async fn connect(addr: SocketAddr, opts: ConnectOptions) -> Result<Client, ClientError> {
-        let stream = tcp(addr, opts.source).await?;
+        let stream = tcp(addr, opts.source, opts.recv_buffer).await?;
         let _ = stream.set_nodelay(true);
         let mut req = format!("ws://{addr}/v1/ws").into_client_request()?;
         let protocols = opts

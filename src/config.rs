@@ -46,6 +46,7 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct WebSocketSettings {
     pub read_buffer_bytes: usize,
+    pub send_buffer_bytes: u32,
     pub max_message_bytes: usize,
     pub max_frame_bytes: usize,
     pub outbound_max_bytes: usize,

@@ -77,7 +77,9 @@ struct Queue {
     head: u64,
     /// Pending position of the latest frame per slot. Only filled while the
     /// queue is past the conflation threshold, so a fast consumer pays
-    /// nothing for it.
+    /// nothing for it. Boxed: 8 bytes instead of 48 on every idle
+    /// connection.
+    #[allow(clippy::box_collection)]
     slots: Option<Box<HashMap<SlotKey, u64>>>,
     closing: Option<Closing>,
     /// The writer is parked and must be woken by the next push.
@@ -391,5 +393,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(tags(&b), vec![7]);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_of_one_slot_stays_bounded() {
+        let o = Outbox::new(OutboxLimits {
+            max_bytes: 64 * 1024,
+            conflate_after: 8 * 1024,
+        });
+        let s = SessionId::new();
+        for _ in 0..3000 {
+            assert_ne!(
+                o.push(Bytes::from(vec![0u8; 300]), Some((s, 0)), 0),
+                Pushed::Overflow
+            );
+        }
+        assert!(
+            o.queued_bytes() <= 8 * 1024 + 2 * 300,
+            "{}",
+            o.queued_bytes()
+        );
     }
 }

@@ -194,6 +194,10 @@ pub async fn run_connection(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
+    let sndbuf = hub.settings.websocket.send_buffer_bytes;
+    if sndbuf > 0 {
+        let _ = socket2_sndbuf(&tcp, sndbuf);
+    }
     let (rd, wr) = tcp.into_split();
     let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
     let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
@@ -291,6 +295,11 @@ async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<Serve
             return ReadEnd::Close(code);
         }
     }
+}
+
+/// Sets SO_SNDBUF on an accepted socket.
+fn socket2_sndbuf(tcp: &TcpStream, bytes: u32) -> std::io::Result<()> {
+    socket2::SockRef::from(tcp).set_send_buffer_size(bytes as usize)
 }
 
 fn read_error(e: WsError) -> ReadEnd {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::{Hub, HubError, commit_ack, not_found, refuse, state_row, ts};
+use super::{Hub, HubError, commit_ack, not_found, refuse, ts};
 use crate::auth::Identity;
 use crate::broker::{Origin, Published};
 use crate::connection::ConnHandle;
@@ -1415,11 +1415,9 @@ impl Hub {
             .await;
         let p = match result {
             Ok(p) => p,
-            // Already in control: the takeover stands, say so.
-            Err(HubError::Duplicate(seen)) if id.is_none() => {
-                let _ = seen;
-                return Ok(());
-            }
+            // Already in control and no id to answer: the takeover stands.
+            // With an id, the caller answers with a duplicate ack.
+            Err(HubError::Duplicate(_)) if id.is_none() => return Ok(()),
             Err(e) => return Err(e),
         };
         let row = Row::Intervention(InterventionRow {
@@ -1610,7 +1608,6 @@ impl Hub {
         {
             tracing::info!(session = %s.id, error = %e, "emergency stop transition raced");
         }
-        let _ = state_row; // state is persisted by the ticker
         Ok(())
     }
 }

@@ -525,6 +525,24 @@ impl Inner {
     fn fan_out(&self, p: &Arc<Published>) {
         let audience = p.event.audience();
         let slot = p.event.conflation_slot().map(|s| (p.session, s));
+        if let Event::EmergencyStop {
+            intervention_id,
+            reason,
+            ..
+        } = &p.event
+        {
+            // The priority lane: ahead of everything already queued for the
+            // renderer, conflation or not. The event itself follows in order.
+            for conn in self.subs.renderers.values() {
+                conn.outbox
+                    .push_urgent(conn.codec.frame(&ServerFrame::Urgent {
+                        session: p.session,
+                        seq: p.seq,
+                        intervention_id: *intervention_id,
+                        reason: reason.clone(),
+                    }));
+            }
+        }
         let mut recipients = 0;
         let mut conflated = 0;
         // Renderers first: whatever an operator just did, the renderer is

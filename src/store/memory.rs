@@ -229,7 +229,7 @@ impl Store for MemoryStore {
             .filter(|s| query.before.is_none_or(|b| s.id < b))
             .cloned()
             .collect();
-        rows.sort_by(|a, b| b.id.cmp(&a.id));
+        rows.sort_by_key(|s| std::cmp::Reverse(s.id));
         rows.truncate(query.limit);
         Ok(rows)
     }

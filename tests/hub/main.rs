@@ -1,7 +1,16 @@
-#![allow(unreachable_pub, dead_code)]
 //! Integration tests: the real server on a random port, real clients over
 //! TCP, both codecs.
+#![allow(unreachable_pub, dead_code)]
 
 mod support;
 
+mod interventions;
 mod lifecycle;
+mod malformed;
+mod ordering;
+mod presence;
+mod qa;
+mod resume;
+mod roles;
+mod shutdown;
+mod slow_consumer;
