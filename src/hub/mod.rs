@@ -465,11 +465,27 @@ impl Hub {
     /// Follow-up work a transition owes: persistence, timers, and a stop
     /// that needs no renderer.
     async fn after_transition(&self, session: &Arc<Session>, to: SessionStatus) {
-        let (row, renderer_connected) = {
+        let (row, renderer_connected, controller) = {
             let g = session.lock();
-            (progress_row(session.id, &g), g.renderer.connected)
+            (
+                progress_row(session.id, &g),
+                g.renderer.connected,
+                g.controller.as_ref().map(|c| c.operator_id.clone()),
+            )
         };
         self.persist(vec![row]);
+        if let (true, Some(operator)) = (to.is_terminal(), controller)
+            && let Err(e) = self
+                .release(
+                    session,
+                    &operator,
+                    crate::protocol::model::ReleaseReason::SessionEnded,
+                    None,
+                )
+                .await
+        {
+            tracing::info!(session = %session.id, error = %e, "end-of-session release raced");
+        }
         match to {
             SessionStatus::Stopping if !renderer_connected => {
                 let _ = Box::pin(self.transition(

@@ -362,7 +362,6 @@ impl Inner {
                 }
                 if status.is_terminal() {
                     self.info.ended_at = Some(now());
-                    self.controller = None;
                     // Renderers and participants have nothing left to do
                     // here; operators keep watching their other sessions.
                     for c in self

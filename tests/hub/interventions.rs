@@ -428,3 +428,44 @@ async fn metrics_are_conflated_for_operators_and_thresholds_alert() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ending_a_taken_over_session_releases_it() {
+    let app = spawn_app().await;
+    let (id, mut r) = app.active_session(Codec::Json).await;
+    let mut op = app.connect(Role::Operator, "op", Codec::Json).await;
+    op.join(id).await;
+    op.send(&ClientFrame::Takeover {
+        session: id,
+        reason: None,
+        id: Some("t".into()),
+    })
+    .await;
+    op.until(|f| matches!(f, ServerFrame::Ack { id, .. } if id == "t"))
+        .await;
+    r.send(&ClientFrame::Status {
+        session: id,
+        status: SessionStatus::Failed,
+        reason: Some("crash".into()),
+        id: None,
+    })
+    .await;
+    let (_, e) = op.event("release").await;
+    assert!(matches!(
+        e,
+        Event::Release {
+            reason: eva_hub::protocol::model::ReleaseReason::SessionEnded,
+            ..
+        }
+    ));
+    // The end row has no sender waiting for it; it lands with the next flush.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, list) = app.get(&format!("/v1/sessions/{id}/interventions")).await;
+        if list["items"][0]["ended_at"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
