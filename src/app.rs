@@ -54,12 +54,16 @@ impl Backends {
     }
 }
 
-/// Opens the store `store.database_url` names.
+/// Opens the store `store.database_url` names: `memory`, `sqlite://...`
+/// or `postgres://...`; empty means the embedded SQLite file.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let url = settings.store.database_url.as_str();
+    let url = settings.store.database_url.trim();
     match url {
         "memory" | "" => Ok(Arc::new(MemoryStore::new())),
-        other => bail!("unsupported store.database_url {}", redact_url(other)),
+        other => bail!(
+            "unsupported store.database_url {}: use memory, sqlite://... or postgres://...",
+            redact_url(other)
+        ),
     }
 }
 

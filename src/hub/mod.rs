@@ -353,6 +353,17 @@ impl Hub {
         if !config.is_object() {
             return Err(refuse(ErrorCode::Invalid, "config must be a JSON object"));
         }
+        if self.auth.insecure() {
+            // Development identities name tenants freely; give each one a
+            // row so the store's references hold.
+            self.writer
+                .store()
+                .ensure_tenant(&crate::store::TenantRecord::new(
+                    principal.tenant,
+                    format!("{}@dev.eva-hub.invalid", principal.tenant),
+                ))
+                .await?;
+        }
         let record = SessionRecord {
             id: SessionId::new(),
             tenant: principal.tenant,

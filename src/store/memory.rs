@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::{
-    AlertRow, ConversationRow, InterventionRow, MetricRow, Page, ParticipantRow, Row, SessionQuery,
-    SessionRecord, Store, StoreError,
+    AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MetricRow, Page, ParticipantRow, Row,
+    SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
 };
 use crate::ids::{SessionId, TenantId};
 
@@ -28,6 +30,8 @@ struct Tables {
     alert_ids: HashMap<Uuid, usize>,
     metrics: Vec<MetricRow>,
     participants: HashMap<(SessionId, String), ParticipantRow>,
+    tenants: HashMap<TenantId, TenantRecord>,
+    keys: Vec<ApiKeyRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -292,5 +296,103 @@ impl Store for MemoryStore {
             |a| a.id.0,
             page,
         ))
+    }
+
+    async fn delete_metrics_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut t = self.tables.lock();
+        let before = t.metrics.len();
+        t.metrics.retain(|m| m.timestamp >= cutoff);
+        Ok((before - t.metrics.len()) as u64)
+    }
+
+    async fn ensure_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        let mut t = self.tables.lock();
+        if t.tenants
+            .values()
+            .any(|o| o.email == tenant.email && o.id != tenant.id)
+        {
+            return Err(StoreError::Rejected(format!(
+                "another tenant has the email {}",
+                tenant.email
+            )));
+        }
+        t.tenants.entry(tenant.id).or_insert_with(|| tenant.clone());
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError> {
+        Ok(self.tables.lock().tenants.get(&id).cloned())
+    }
+
+    async fn count_api_calls(&self, tenant: TenantId, n: i32) -> Result<i64, StoreError> {
+        let mut t = self.tables.lock();
+        let rec = t
+            .tenants
+            .get_mut(&tenant)
+            .ok_or_else(|| StoreError::Rejected("no such tenant".into()))?;
+        rec.api_calls_used = rec.api_calls_used.saturating_add(n);
+        Ok(rec.api_calls_used as i64)
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut t = self.tables.lock();
+        if !t.tenants.contains_key(&key.tenant) {
+            return Err(StoreError::Rejected("no such tenant".into()));
+        }
+        if t.keys
+            .iter()
+            .any(|k| k.key_hash == key.key_hash || k.id == key.id)
+        {
+            return Err(StoreError::Rejected("duplicate key".into()));
+        }
+        t.keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self
+            .tables
+            .lock()
+            .keys
+            .iter()
+            .find(|k| k.key_hash == key_hash)
+            .cloned())
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let t = self.tables.lock();
+        let mut keys: Vec<_> = t
+            .keys
+            .iter()
+            .filter(|k| tenant.is_none_or(|id| k.tenant == id))
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, id: Uuid, tenant: Option<TenantId>) -> Result<bool, StoreError> {
+        let mut t = self.tables.lock();
+        match t
+            .keys
+            .iter_mut()
+            .find(|k| k.id == id && tenant.is_none_or(|tid| k.tenant == tid))
+        {
+            Some(k) => {
+                k.is_active = false;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(k) = self.tables.lock().keys.iter_mut().find(|k| k.id == id) {
+            k.last_used = Some(at);
+        }
+        Ok(())
     }
 }

@@ -223,6 +223,57 @@ pub struct ParticipantRow {
     pub questions_asked: i32,
 }
 
+/// A tenant (seed 000 `users`): owns sessions, API keys and credentials.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    /// Unique contact address (seed: `users.email`).
+    pub email: String,
+    pub company: Option<String>,
+    /// `basic`, `professional` or `enterprise`.
+    pub subscription_tier: String,
+    pub api_quota_monthly: i32,
+    pub api_calls_used: i32,
+    /// Concurrent WebSocket connections allowed (seed:
+    /// `concurrent_sessions_limit`).
+    pub concurrent_sessions_limit: i32,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TenantRecord {
+    /// A tenant with the seed's defaults.
+    pub fn new(id: TenantId, email: impl Into<String>) -> TenantRecord {
+        TenantRecord {
+            id,
+            email: email.into(),
+            company: None,
+            subscription_tier: "basic".into(),
+            api_quota_monthly: 10_000,
+            api_calls_used: 0,
+            concurrent_sessions_limit: 5,
+            is_active: true,
+            created_at: Utc::now(),
+        }
+    }
+}
+
+/// An API key (seed 000 `api_keys`). Only the SHA-256 of the key is ever
+/// stored, as lowercase hex.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub tenant: TenantId,
+    pub name: String,
+    pub key_hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used: Option<DateTime<Utc>>,
+    /// False once revoked.
+    pub is_active: bool,
+}
+
 /// One row to write. Every variant is idempotent: writing it twice leaves
 /// the same data as writing it once.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -352,4 +403,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// A session's alerts, newest first.
     async fn alerts(&self, session: SessionId, page: Page) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Deletes performance metrics older than `cutoff`; returns how many.
+    async fn delete_metrics_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Creates the tenant if no tenant with its id exists (an existing one
+    /// is left as it is).
+    async fn ensure_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRecord>, StoreError>;
+
+    /// Adds `n` to the tenant's `api_calls_used`; returns the new total.
+    async fn count_api_calls(&self, tenant: TenantId, n: i32) -> Result<i64, StoreError>;
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// The key whose SHA-256 (lowercase hex) is `key_hash`, revoked or not.
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Keys of one tenant, or of all tenants; newest first.
+    async fn list_api_keys(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key (of `tenant`, if given). Returns false if no such key.
+    async fn revoke_api_key(&self, id: Uuid, tenant: Option<TenantId>) -> Result<bool, StoreError>;
+
+    /// Records that a key was used.
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
 }
