@@ -291,6 +291,18 @@ impl ClientSender {
         self.sink.send(msg).await?;
         Ok(())
     }
+
+    /// Sends several messages with one flush at the end.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl IntoIterator<Item = Message>,
+    ) -> Result<(), ClientError> {
+        for m in msgs {
+            self.sink.feed(m).await?;
+        }
+        self.sink.flush().await?;
+        Ok(())
+    }
 }
 
 /// The receiving half of a split client.

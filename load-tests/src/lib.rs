@@ -1,4 +1,19 @@
-//! Shared pieces of the eva-hub load generator and benchmarks: latency
-//! recording and result reports. Each scenario is a binary in `src/bin/`.
+//! The eva-hub load generator and benchmarks.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`engine`] | open-loop publishers and accounting subscribers for fan-out scenarios |
+//! | [`idle`] | memory per idle connection |
+//! | [`storm`] | a reconnect storm with resume |
+//! | [`accounting`] | delivered / lost / duplicated / reordered per subscriber |
+//! | [`scan`] | reading probes out of frames without decoding them |
+//! | [`hubproc`] | the hub under test: spawned and pinned, CPU and RSS from `/proc` |
+//! | [`report`] | histograms and the JSON, Markdown and SVG every run writes |
 
+pub mod accounting;
+pub mod engine;
+pub mod hubproc;
+pub mod idle;
 pub mod report;
+pub mod scan;
+pub mod storm;

@@ -1,0 +1,629 @@
+//! The load engine: sessions whose renderer publishes open-loop at a fixed
+//! rate, and participants (and operators) that account for every event
+//! they receive.
+//!
+//! Open loop: event `i` of a session is *due* at `start + i / rate`, and it
+//! carries that due time. Latency is measured from the due time, not from
+//! when the sender got around to sending it, so a stalled sender or hub
+//! shows up as latency instead of hiding (coordinated omission). Senders
+//! wake at most once a millisecond and send everything due, stamped with
+//! its own due time.
+//!
+//! The generator runs on one thread (`LocalSet`), so shared counters are
+//! plain `RefCell`s and cost nothing to update.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use eva_hub::client::{Client, ClientReceiver, ClientSender, ConnectOptions};
+use eva_hub::protocol::Codec;
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::accounting::{Tally, Totals};
+use crate::report::latency_histogram;
+use crate::scan::{find, probe};
+
+/// Nanoseconds since the run started: the one clock of the generator.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock(Instant::now())
+    }
+    pub fn ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// What the renderer publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// App-defined `custom` events: never conflated.
+    Custom,
+    /// `state` changes (the topic carries the probe): conflatable.
+    State,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    pub sessions: usize,
+    /// Participants per session.
+    pub participants: usize,
+    /// One operator watching each session.
+    pub operators: bool,
+    /// Events per second per session.
+    pub rate: f64,
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    /// Bytes of application payload per event.
+    pub payload: usize,
+    pub kind: EventKind,
+    /// Source addresses 127.0.0.2 … to spread connections over.
+    pub sources: usize,
+    /// Send an emergency stop to session 0 this often and time its
+    /// arrival at the renderer.
+    #[serde(with = "opt_secs")]
+    pub estop_every: Option<Duration>,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Events published per session during the measured window.
+    pub sent: u64,
+    pub totals: Totals,
+    /// Every delivery's latency, µs.
+    pub latency: Histogram<u64>,
+    /// Per event, its slowest delivery (the broadcast's last delivery), µs.
+    pub last_delivery: Histogram<u64>,
+    /// Emergency stop: operator send to renderer receipt, µs.
+    pub estop: Histogram<u64>,
+    /// Deliveries of measured events.
+    pub deliveries: u64,
+    pub window: Duration,
+    pub hub_cpu_seconds: Option<f64>,
+    pub hub_rss_bytes: Option<u64>,
+}
+
+impl Outcome {
+    pub fn deliveries_per_second(&self) -> f64 {
+        self.deliveries as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    pub fn cpu_seconds_per_million(&self) -> Option<f64> {
+        let cpu = self.hub_cpu_seconds?;
+        (self.deliveries > 0).then(|| cpu / (self.deliveries as f64 / 1e6))
+    }
+}
+
+/// Shared results, updated by every subscriber.
+struct Collector {
+    latency: Histogram<u64>,
+    /// Per session, per event: slowest delivery so far, µs.
+    last: Vec<Vec<u64>>,
+    /// Events numbered below this are warm-up and not recorded.
+    first_measured: u64,
+    deliveries: u64,
+}
+
+impl Collector {
+    fn record(&mut self, session: usize, i: u64, latency_us: u64) {
+        if i < self.first_measured {
+            return;
+        }
+        let us = latency_us.max(1);
+        let _ = self.latency.record(us);
+        self.deliveries += 1;
+        if let Some(slot) = self.last[session].get_mut(i as usize)
+            && *slot < us
+        {
+            *slot = us;
+        }
+    }
+}
+
+/// The `i`-th source address (127.0.0.2 onwards), or none.
+pub fn source(n: usize, sources: usize) -> Option<IpAddr> {
+    (sources > 1).then(|| {
+        let k = 2 + (n % sources) as u32;
+        IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
+    })
+}
+
+/// How a join was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Snapshot,
+    Resumed,
+    /// A discontinuity, then a snapshot.
+    Discontinuity,
+}
+
+/// A joined connection.
+#[derive(Debug)]
+pub struct Joined {
+    pub tx: ClientSender,
+    pub rx: ClientReceiver,
+    pub epoch: String,
+    pub seq: u64,
+    pub answer: Answer,
+}
+
+/// Connects, authenticates (header) and joins; returns once the snapshot
+/// (or `resumed`) arrived.
+pub async fn connect_and_join(
+    hub: SocketAddr,
+    token: &str,
+    session: &str,
+    src: Option<IpAddr>,
+    resume: Option<(&str, u64)>,
+) -> anyhow::Result<Joined> {
+    let mut opts = ConnectOptions::new(Codec::Json, token);
+    opts.source = src;
+    opts.read_buffer = 16 * 1024;
+    let client = Client::connect(hub, opts).await?;
+    let (mut tx, mut rx) = client.split();
+    let join = match resume {
+        None => format!(r#"{{"type":"join","session":"{session}"}}"#),
+        Some((epoch, seq)) => format!(
+            r#"{{"type":"join","session":"{session}","resume":{{"epoch":"{epoch}","seq":{seq}}}}}"#
+        ),
+    };
+    tx.send_message(Message::Text(join.into())).await?;
+    let mut answer = Answer::Snapshot;
+    loop {
+        let msg = rx
+            .recv_message()
+            .await
+            .context("closed before the snapshot")??;
+        let Message::Text(t) = msg else { continue };
+        let b = t.as_bytes();
+        if b.starts_with(br#"{"type":"snapshot""#) || b.starts_with(br#"{"type":"resumed""#) {
+            if b.starts_with(br#"{"type":"resumed""#) {
+                answer = Answer::Resumed;
+            }
+            let epoch = string_field(b, br#""epoch":""#).unwrap_or_default();
+            let seq = crate::scan::u64_field(b, br#""seq":"#)
+                .or_else(|| crate::scan::u64_field(b, br#""to":"#))
+                .unwrap_or(0);
+            return Ok(Joined {
+                tx,
+                rx,
+                epoch,
+                seq,
+                answer,
+            });
+        }
+        if b.starts_with(br#"{"type":"discontinuity""#) {
+            answer = Answer::Discontinuity;
+            continue; // a snapshot follows
+        }
+        if b.starts_with(br#"{"type":"error""#) {
+            bail!("join refused: {t}");
+        }
+    }
+}
+
+/// The string value after `key` (which includes the opening quote).
+pub fn string_field(b: &[u8], key: &[u8]) -> Option<String> {
+    let at = find(b, key)?;
+    let end = b[at..].iter().position(|&c| c == b'"')?;
+    Some(String::from_utf8_lossy(&b[at..at + end]).into_owned())
+}
+
+/// Connects many clients, `parallel` at a time.
+async fn connect_many<F, Fut, T>(n: usize, parallel: usize, f: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut out = Vec::with_capacity(n);
+    let mut k = 0;
+    while k < n {
+        let batch: Vec<_> = (k..(k + parallel).min(n)).map(&f).collect();
+        for r in futures_util::future::join_all(batch).await {
+            out.push(r?);
+        }
+        k += parallel;
+    }
+    Ok(out)
+}
+
+fn event_message(session: &str, kind: EventKind, i: u64, t: u64, pad: &str) -> Message {
+    let text = match kind {
+        EventKind::Custom => format!(
+            r#"{{"type":"publish","session":"{session}","name":"b","data":{{"i":{i},"t":{t},"p":"{pad}"}}}}"#
+        ),
+        EventKind::State => format!(
+            r#"{{"type":"state","session":"{session}","state":{{"current_topic":"{i}:{t}"}}}}"#
+        ),
+    };
+    Message::Text(text.into())
+}
+
+/// Padding that makes the event's `data` object `payload` bytes long.
+fn padding(payload: usize) -> String {
+    // {"i":<=10 digits,"t":<=13 digits,"p":""}
+    let overhead = r#"{"i":1234567890,"t":1234567890123,"p":""}"#.len();
+    "x".repeat(payload.saturating_sub(overhead))
+}
+
+struct SessionRig {
+    id: String,
+    renderer_tx: ClientSender,
+    renderer_rx: ClientReceiver,
+    subscribers: Vec<ClientReceiver>,
+    estop_op: Option<ClientSender>,
+    drains: Vec<ClientReceiver>,
+}
+
+/// Runs a plan against a hub; `cpu` and `rss` read the hub's counters.
+pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outcome> {
+    let clock = Clock::new();
+    let addr = hub.addr;
+    let pad = padding(plan.payload);
+
+    // --- set up sessions and clients ---
+    let mut rigs = Vec::new();
+    let mut conn_no = 0usize;
+    for s in 0..plan.sessions {
+        let id = hub.create_session(&format!("load-{s}")).await?;
+        let Joined {
+            tx: mut rtx,
+            rx: rrx,
+            ..
+        } = connect_and_join(
+            addr,
+            &format!("dev:renderer:r{s}"),
+            &id,
+            source(conn_no, plan.sources),
+            None,
+        )
+        .await?;
+        conn_no += 1;
+        rtx.send_message(Message::Text(
+            format!(r#"{{"type":"status","session":"{id}","status":"active"}}"#).into(),
+        ))
+        .await?;
+        let base = conn_no;
+        let subs = connect_many(plan.participants, 128, |k| {
+            let id = id.clone();
+            async move {
+                let j = connect_and_join(
+                    addr,
+                    &format!("dev:participant:p{s}-{k}"),
+                    &id,
+                    source(base + k, plan.sources),
+                    None,
+                )
+                .await?;
+                Ok(j.rx)
+            }
+        })
+        .await?;
+        conn_no += plan.participants;
+        let mut subscribers = subs;
+        if plan.operators {
+            let j = connect_and_join(
+                addr,
+                &format!("dev:operator:o{s}"),
+                &id,
+                source(conn_no, plan.sources),
+                None,
+            )
+            .await?;
+            conn_no += 1;
+            subscribers.push(j.rx);
+        }
+        let mut drains = Vec::new();
+        let estop_op = if plan.estop_every.is_some() && s == 0 {
+            let j = connect_and_join(
+                addr,
+                "dev:operator:estop",
+                &id,
+                source(conn_no, plan.sources),
+                None,
+            )
+            .await?;
+            conn_no += 1;
+            drains.push(j.rx);
+            Some(j.tx)
+        } else {
+            None
+        };
+        rigs.push(SessionRig {
+            id,
+            renderer_tx: rtx,
+            renderer_rx: rrx,
+            subscribers,
+            estop_op,
+            drains,
+        });
+    }
+
+    // --- start counting ---
+    let period_ns = 1e9 / plan.rate;
+    let start_ns = clock.ns() + 200_000_000;
+    let warmup_events = (plan.warmup.as_secs_f64() * plan.rate).ceil() as u64;
+    let total_events = ((plan.warmup + plan.duration).as_secs_f64() * plan.rate).floor() as u64;
+    let end_ns = start_ns + (total_events as f64 * period_ns) as u64;
+    let collector = Rc::new(RefCell::new(Collector {
+        latency: latency_histogram(),
+        last: vec![vec![0; total_events as usize]; plan.sessions],
+        first_measured: warmup_events,
+        deliveries: 0,
+    }));
+    let estop_hist = Rc::new(RefCell::new(latency_histogram()));
+    let estop_sent_at = Rc::new(Cell::new(0u64));
+    let mut tallies = Vec::new();
+    let mut tasks = Vec::new();
+    let mut publishers = Vec::new();
+    for (s, rig) in rigs.into_iter().enumerate() {
+        for rx in rig.subscribers {
+            let tally = Rc::new(RefCell::new(Tally::new()));
+            tallies.push(tally.clone());
+            let collector = collector.clone();
+            tasks.push(tokio::task::spawn_local(subscriber(
+                rx, s, tally, collector, clock,
+            )));
+        }
+        for rx in rig.drains {
+            tasks.push(tokio::task::spawn_local(drain(rx)));
+        }
+        // The renderer reads its own stream; in the stop probe it also
+        // times `urgent` frames and acknowledges them.
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Message>();
+        tasks.push(tokio::task::spawn_local(renderer_reader(
+            rig.renderer_rx,
+            rig.id.clone(),
+            ack_tx,
+            estop_hist.clone(),
+            estop_sent_at.clone(),
+            clock,
+        )));
+        publishers.push(tokio::task::spawn_local(publisher(
+            rig.renderer_tx,
+            rig.id.clone(),
+            plan.kind,
+            pad.clone(),
+            period_ns,
+            start_ns,
+            total_events,
+            ack_rx,
+            clock,
+        )));
+        if let (Some(op), Some(every)) = (rig.estop_op, plan.estop_every) {
+            tasks.push(tokio::task::spawn_local(estop_sender(
+                op,
+                rig.id.clone(),
+                every,
+                start_ns + plan.warmup.as_nanos() as u64,
+                end_ns,
+                estop_sent_at.clone(),
+                clock,
+            )));
+        }
+    }
+
+    // --- measure the window after warm-up ---
+    let measure_from = start_ns + (warmup_events as f64 * period_ns) as u64;
+    sleep_until_ns(clock, measure_from).await;
+    let cpu0 = hub.cpu_seconds();
+    let window_start = clock.ns();
+    let mut sent = 0;
+    for p in publishers {
+        sent = sent.max(p.await??);
+    }
+    // Let deliveries finish: until every subscriber has everything or the
+    // stream has been quiet for a while.
+    let expected = total_events;
+    let quiet = Duration::from_secs(3);
+    let mut last_total = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let done: u64 = tallies.iter().map(|t| t.borrow().next()).sum();
+        if tallies.iter().all(|t| t.borrow().next() >= expected) {
+            break;
+        }
+        if done != last_total {
+            last_total = done;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let window = Duration::from_nanos(clock.ns() - window_start);
+    let cpu1 = hub.cpu_seconds();
+    let rss = hub.rss_bytes();
+    for t in &tasks {
+        t.abort();
+    }
+    let mut totals = Totals::default();
+    for t in &tallies {
+        t.borrow().merge_into(&mut totals, sent);
+    }
+    let c = collector.borrow();
+    let mut last_delivery = latency_histogram();
+    for per_session in &c.last {
+        for &us in per_session.iter().skip(warmup_events as usize) {
+            if us > 0 {
+                let _ = last_delivery.record(us);
+            }
+        }
+    }
+    let estop = estop_hist.borrow().clone();
+    Ok(Outcome {
+        sent: sent.saturating_sub(warmup_events),
+        totals,
+        latency: c.latency.clone(),
+        last_delivery,
+        estop,
+        deliveries: c.deliveries,
+        window,
+        hub_cpu_seconds: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        hub_rss_bytes: rss,
+    })
+}
+
+async fn sleep_until_ns(clock: Clock, at: u64) {
+    let now = clock.ns();
+    if at > now {
+        tokio::time::sleep(Duration::from_nanos(at - now)).await;
+    }
+}
+
+async fn subscriber(
+    mut rx: ClientReceiver,
+    session: usize,
+    tally: Rc<RefCell<Tally>>,
+    collector: Rc<RefCell<Collector>>,
+    clock: Clock,
+) {
+    while let Some(Ok(msg)) = rx.recv_message().await {
+        let Message::Text(t) = msg else { continue };
+        if let Some(p) = probe(t.as_bytes()) {
+            let now = clock.ns();
+            tally.borrow_mut().record(p.i);
+            collector
+                .borrow_mut()
+                .record(session, p.i, now.saturating_sub(p.t) / 1000);
+        }
+    }
+}
+
+async fn drain(mut rx: ClientReceiver) {
+    while let Some(Ok(_)) = rx.recv_message().await {}
+}
+
+async fn renderer_reader(
+    mut rx: ClientReceiver,
+    session: String,
+    acks: mpsc::UnboundedSender<Message>,
+    estop: Rc<RefCell<Histogram<u64>>>,
+    sent_at: Rc<Cell<u64>>,
+    clock: Clock,
+) {
+    while let Some(Ok(msg)) = rx.recv_message().await {
+        let Message::Text(t) = msg else { continue };
+        let b = t.as_bytes();
+        if b.starts_with(br#"{"type":"urgent""#) {
+            let sent = sent_at.replace(0);
+            if sent > 0 {
+                let _ = estop
+                    .borrow_mut()
+                    .record((clock.ns().saturating_sub(sent) / 1000).max(1));
+            }
+            if let Some(id) = string_field(b, br#""intervention_id":""#) {
+                let _ = acks.send(Message::Text(
+                    format!(
+                        r#"{{"type":"command_ack","session":"{session}","command_id":"{id}"}}"#
+                    )
+                    .into(),
+                ));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publisher(
+    mut tx: ClientSender,
+    session: String,
+    kind: EventKind,
+    pad: String,
+    period_ns: f64,
+    start_ns: u64,
+    total: u64,
+    mut acks: mpsc::UnboundedReceiver<Message>,
+    clock: Clock,
+) -> anyhow::Result<u64> {
+    let mut i: u64 = 0;
+    let mut batch = Vec::with_capacity(256);
+    let due = |i: u64| start_ns + (i as f64 * period_ns) as u64;
+    sleep_until_ns(clock, start_ns).await;
+    while i < total {
+        let now = clock.ns();
+        while i < total && due(i) <= now && batch.len() < 1024 {
+            batch.push(event_message(&session, kind, i, due(i), &pad));
+            i += 1;
+        }
+        while let Ok(ack) = acks.try_recv() {
+            batch.push(ack);
+        }
+        if !batch.is_empty() {
+            tx.send_all(batch.drain(..)).await?;
+        }
+        if i < total {
+            sleep_until_ns(clock, due(i)).await;
+        }
+    }
+    // Keep acknowledging stops until the run ends.
+    tokio::task::spawn_local(async move {
+        while let Some(ack) = acks.recv().await {
+            if tx.send_message(ack).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(i)
+}
+
+async fn estop_sender(
+    mut op: ClientSender,
+    session: String,
+    every: Duration,
+    from_ns: u64,
+    until_ns: u64,
+    sent_at: Rc<Cell<u64>>,
+    clock: Clock,
+) {
+    let mut k = 0u64;
+    let mut at = from_ns;
+    while at < until_ns {
+        sleep_until_ns(clock, at).await;
+        sent_at.set(clock.ns());
+        let msg = format!(r#"{{"type":"emergency_stop","session":"{session}","id":"e{k}"}}"#);
+        if op.send_message(Message::Text(msg.into())).await.is_err() {
+            return;
+        }
+        k += 1;
+        at += every.as_nanos() as u64;
+    }
+}

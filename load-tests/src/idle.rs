@@ -1,0 +1,74 @@
+//! Idle connections: how much hub memory one authenticated, joined, silent
+//! participant costs.
+
+use std::time::Duration;
+
+use eva_hub::client::ClientReceiver;
+
+use crate::engine::{connect_and_join, source};
+use crate::hubproc::Hub;
+
+#[derive(Debug, serde::Serialize)]
+pub struct IdleOutcome {
+    pub connections: usize,
+    pub sessions: usize,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    pub bytes_per_connection: f64,
+    pub connect_seconds: f64,
+}
+
+/// Opens `connections` participants over `sessions` sessions, waits for
+/// the hub to settle, and reads its resident memory before and after.
+pub async fn run(
+    hub: &Hub,
+    connections: usize,
+    per_session: usize,
+    sources: usize,
+) -> anyhow::Result<IdleOutcome> {
+    let sessions = connections.div_ceil(per_session);
+    let mut ids = Vec::new();
+    for s in 0..sessions {
+        ids.push(hub.create_session(&format!("idle-{s}")).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = hub.rss_bytes().unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut held: Vec<ClientReceiver> = Vec::with_capacity(connections);
+    let mut k = 0;
+    while k < connections {
+        let batch: Vec<_> = (k..(k + 200).min(connections))
+            .map(|n| {
+                let id = ids[n / per_session].clone();
+                async move {
+                    connect_and_join(
+                        hub.addr,
+                        &format!("dev:participant:idle{n}"),
+                        &id,
+                        source(n, sources),
+                        None,
+                    )
+                    .await
+                }
+            })
+            .collect();
+        for r in futures_util::future::join_all(batch).await {
+            held.push(r?.rx);
+        }
+        k += 200;
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    // Presence and counters settle, and allocator caches with them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = hub.rss_bytes().unwrap_or(0);
+    let per = after.saturating_sub(before) as f64 / connections as f64;
+    drop(held);
+    Ok(IdleOutcome {
+        connections,
+        sessions,
+        rss_before_bytes: before,
+        rss_after_bytes: after,
+        bytes_per_connection: per,
+        connect_seconds,
+    })
+}

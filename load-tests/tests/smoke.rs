@@ -1,0 +1,87 @@
+//! A few seconds of each fan-out path against an in-process hub: a smoke
+//! test of the harness (CI runs it), asserting correctness, never timing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eva_hub::app::{App, Backends};
+use eva_hub::auth::dev::DevAuthenticator;
+use eva_hub::broker::memory::MemoryBroker;
+use eva_hub::config::Settings;
+use eva_hub::store::memory::MemoryStore;
+use eva_load::engine::{EventKind, Plan};
+use eva_load::hubproc::Hub;
+
+async fn in_process_hub() -> Hub {
+    let mut settings = Settings::defaults();
+    settings.auth.dev = true;
+    settings.store.database_url = "memory".into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backends = Backends {
+        broker: Arc::new(MemoryBroker::new(settings.session.history_size)),
+        store: Arc::new(MemoryStore::new()),
+        auth: Arc::new(DevAuthenticator),
+    };
+    let app = App::with(settings, listener, None, backends).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run(std::future::pending()));
+    Hub::external(addr, None)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+#[test]
+fn fanout_with_operators_and_stops_loses_nothing() {
+    block_on(async {
+        let hub = in_process_hub().await;
+        let plan = Plan {
+            sessions: 2,
+            participants: 20,
+            operators: true,
+            rate: 200.0,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
+            payload: 128,
+            kind: EventKind::Custom,
+            sources: 1,
+            estop_every: Some(Duration::from_millis(250)),
+        };
+        let o = eva_load::engine::run(&hub, &plan).await.unwrap();
+        assert_eq!(
+            (o.totals.lost, o.totals.duplicated, o.totals.reordered),
+            (0, 0, 0),
+            "{:?}",
+            o.totals
+        );
+        assert_eq!(
+            o.deliveries,
+            o.sent * 2 * 21,
+            "every measured event reached every receiver"
+        );
+        assert!(!o.estop.is_empty(), "stops reached the renderer");
+        assert!(!o.latency.is_empty() && !o.last_delivery.is_empty());
+    });
+}
+
+#[test]
+fn a_reconnect_storm_resumes_everyone_exactly() {
+    block_on(async {
+        let hub = in_process_hub().await;
+        let o = eva_load::storm::run(&hub, 50, 100.0, Duration::from_millis(500), 1)
+            .await
+            .unwrap();
+        assert_eq!(o.resumed, 50, "{o:?}");
+        assert_eq!(
+            (o.totals.lost, o.totals.duplicated, o.totals.reordered),
+            (0, 0, 0),
+            "{:?}",
+            o.totals
+        );
+    });
+}
