@@ -93,11 +93,19 @@ impl App {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let metrics = TcpListener::bind(settings.server.metrics_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.server.metrics_listen))?;
+        let metrics = if settings.server.metrics {
+            Some(
+                TcpListener::bind(settings.server.metrics_listen)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {}", settings.server.metrics_listen)
+                    })?,
+            )
+        } else {
+            None
+        };
         let backends = Backends::from_settings(&settings).await?;
-        App::with(settings, listener, Some(metrics), backends).await
+        App::with(settings, listener, metrics, backends).await
     }
 
     /// Builds the hub on given listeners and backends.
@@ -108,7 +116,9 @@ impl App {
         backends: Backends,
     ) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
-        crate::metrics::install_exporter();
+        if settings.server.metrics {
+            crate::metrics::install_exporter();
+        }
         if settings.store.migrate_on_start {
             backends
                 .store
@@ -172,7 +182,7 @@ impl App {
             store = hub.writer.store().name(),
             "eva-hub serving"
         );
-        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l)));
+        let metrics_task = metrics_listener.map(|l| tokio::spawn(serve_metrics(l, hub.clone())));
         crate::gateway::serve(listener, hub.clone(), shutdown).await;
         let deadline = Instant::now() + settings.server.shutdown_grace();
         tracing::info!(
@@ -196,14 +206,16 @@ impl App {
 }
 
 /// Serves `/metrics` on its own listener.
-async fn serve_metrics(listener: TcpListener) {
+async fn serve_metrics(listener: TcpListener, hub: Hub) {
     let handle = crate::metrics::install_exporter();
     let app = Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
+            let hub = hub.clone();
             async move {
                 crate::metrics::process_gauges();
+                hub.refresh_gauges();
                 handle.run_upkeep();
                 (
                     [(

@@ -36,6 +36,7 @@ pub struct Settings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    pub metrics: bool,
     pub shutdown_grace_ms: u64,
     pub handshake_timeout_ms: u64,
     pub worker_threads: usize,

@@ -50,6 +50,7 @@ fn role_index(role: Role) -> usize {
 
 struct Handles {
     connections: [Gauge; 3],
+    frames_in: Vec<(&'static str, Counter)>,
     frames_out: Vec<(&'static str, Counter)>,
     bytes_out: Counter,
     fanout_latency: Histogram,
@@ -87,6 +88,10 @@ const EVENT_KINDS: [&str; 21] = [
 
 static H: LazyLock<Handles> = LazyLock::new(|| Handles {
     connections: ROLES.map(|r| gauge!("eva_connections", "role" => r.as_str())),
+    frames_in: crate::protocol::codec::CLIENT_TYPES
+        .iter()
+        .map(|k| (*k, counter!("eva_frames_in_total", "kind" => *k)))
+        .collect(),
     frames_out: EVENT_KINDS
         .iter()
         .map(|k| (*k, counter!("eva_frames_out_total", "kind" => *k)))
@@ -119,7 +124,9 @@ pub fn connection_close_code(code: CloseCode) {
 }
 
 pub fn frame_in(kind: &'static str) {
-    counter!("eva_frames_in_total", "kind" => kind).increment(1);
+    if let Some((_, c)) = H.frames_in.iter().find(|(k, _)| *k == kind) {
+        c.increment(1);
+    }
 }
 
 pub fn frame_in_rejected(reason: &'static str) {

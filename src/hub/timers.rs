@@ -220,14 +220,13 @@ impl Hub {
 const TICK: Duration = Duration::from_millis(50);
 
 /// Starts the periodic work: conflated metrics and counters, state
-/// persistence, heartbeats and idle sweeps, gauges, eviction of ended
-/// sessions.
+/// persistence, heartbeats and idle sweeps, eviction of ended sessions.
 pub fn start_ticker(hub: Weak<HubInner>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now();
-        let mut last_gauges = Instant::now();
+        let mut last_eviction = Instant::now();
         loop {
             tick.tick().await;
             let Some(inner) = hub.upgrade() else { return };
@@ -237,9 +236,9 @@ pub fn start_ticker(hub: Weak<HubInner>) {
                 last_heartbeat = Instant::now();
                 hub.heartbeat();
             }
-            if last_gauges.elapsed() >= Duration::from_secs(5) {
-                last_gauges = Instant::now();
-                hub.gauges_and_eviction().await;
+            if last_eviction.elapsed() >= Duration::from_secs(5) {
+                last_eviction = Instant::now();
+                hub.evict_ended().await;
             }
         }
     });
@@ -333,18 +332,13 @@ impl Hub {
         }
     }
 
-    async fn gauges_and_eviction(&self) {
-        let mut counts: HashMap<SessionStatus, usize> = HashMap::new();
-        let mut queued = 0;
-        for c in self.connections() {
-            queued += c.outbox.queued_bytes();
-        }
-        m::outbound_queue_bytes(queued);
+    /// Drops ended sessions nobody watches from memory (the store keeps
+    /// them).
+    async fn evict_ended(&self) {
         let ttl = self.settings.session.ended_ttl();
         let mut evict = Vec::new();
         for s in self.sessions_loaded() {
             let g = s.lock();
-            *counts.entry(g.info.status).or_default() += 1;
             let ended_long_ago = g
                 .info
                 .ended_at
@@ -353,14 +347,29 @@ impl Hub {
                 evict.push(s.id);
             }
         }
+        for id in evict {
+            self.sessions.remove(&id);
+            let _ = self.broker.unwatch(id).await;
+        }
+    }
+
+    /// Sets the gauges that are cheaper to compute when scraped than to
+    /// keep up to date: sessions by status, bytes queued to clients.
+    pub fn refresh_gauges(&self) {
+        let queued = self
+            .connections()
+            .iter()
+            .map(|c| c.outbox.queued_bytes())
+            .sum();
+        m::outbound_queue_bytes(queued);
+        let mut counts: HashMap<SessionStatus, usize> = HashMap::new();
+        for s in self.sessions_loaded() {
+            *counts.entry(s.lock().info.status).or_default() += 1;
+        }
         let all: Vec<_> = SessionStatus::ALL
             .iter()
             .map(|st| (*st, counts.get(st).copied().unwrap_or(0)))
             .collect();
         m::sessions_by_status(&all);
-        for id in evict {
-            self.sessions.remove(&id);
-            let _ = self.broker.unwatch(id).await;
-        }
     }
 }

@@ -34,7 +34,7 @@ pub enum DecodeError {
 
 /// Every client frame `type`, so a decode failure can tell an unknown type
 /// from a malformed known one.
-const CLIENT_TYPES: [&str; 20] = [
+pub const CLIENT_TYPES: [&str; 20] = [
     "auth",
     "join",
     "leave",

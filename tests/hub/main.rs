@@ -7,6 +7,7 @@ mod support;
 mod interventions;
 mod lifecycle;
 mod malformed;
+mod metrics;
 mod ordering;
 mod presence;
 mod qa;

@@ -45,6 +45,7 @@ pub fn test_settings() -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub hub: Hub,
     pub store: Arc<dyn Store>,
     pub http: reqwest::Client,
@@ -58,12 +59,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(settings: Settings, store: Arc<dyn Store>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
     let backends = Backends {
         broker: Arc::new(MemoryBroker::new(settings.session.history_size)),
         store: store.clone(),
         auth: Arc::new(DevAuthenticator),
     };
-    let app = App::with(settings, listener, None, backends).await.unwrap();
+    let app = App::with(settings, listener, Some(metrics), backends)
+        .await
+        .unwrap();
     let addr = app.local_addr();
     let hub = app.hub().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -72,6 +77,7 @@ pub async fn spawn_with(settings: Settings, store: Arc<dyn Store>) -> TestApp {
     }));
     TestApp {
         addr,
+        metrics_addr,
         hub,
         store,
         http: reqwest::Client::new(),
