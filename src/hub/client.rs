@@ -1013,7 +1013,17 @@ impl Hub {
                     left_at: ts(p.ts),
                     questions_asked: asked.unwrap_or(0),
                 }]),
-                Role::Operator => self.sync_operator_connected(s).await,
+                Role::Operator => {
+                    self.sync_operator_connected(s).await;
+                    let controls = s
+                        .lock()
+                        .controller
+                        .as_ref()
+                        .is_some_and(|c| c.operator_id == member.id);
+                    if controls {
+                        self.schedule_takeover_expiry(s, &member.id);
+                    }
+                }
                 Role::Renderer => {}
             }
         }
@@ -1047,7 +1057,6 @@ impl Hub {
         let key = member_key(me.role, &me.subject);
         let mut leave_now = false;
         let mut renderer_fence = None;
-        let mut controller = false;
         {
             let mut g = s.lock();
             if me.role == Role::Renderer {
@@ -1074,13 +1083,6 @@ impl Hub {
                         );
                     }
                 }
-            }
-            if me.role == Role::Operator
-                && g.controller
-                    .as_ref()
-                    .is_some_and(|c| c.operator_id == me.subject)
-            {
-                controller = true;
             }
             g.detach(conn.id, me.role);
         }
@@ -1117,15 +1119,18 @@ impl Hub {
                     .await;
             }
         }
-        if controller {
-            self.timers.schedule(
-                self.settings.session.takeover_grace(),
-                super::timers::Job::TakeoverGrace {
-                    session: s.id,
-                    operator: me.subject.clone(),
-                },
-            );
-        }
+    }
+
+    /// The controlling operator is gone from the session: release the
+    /// takeover unless it is back within the takeover grace.
+    fn schedule_takeover_expiry(&self, s: &Arc<Session>, operator: &str) {
+        self.timers.schedule(
+            self.settings.session.takeover_grace(),
+            super::timers::Job::TakeoverGrace {
+                session: s.id,
+                operator: operator.to_owned(),
+            },
+        );
     }
 
     /// Everything a closed connection leaves behind.

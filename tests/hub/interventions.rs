@@ -390,7 +390,10 @@ async fn metrics_are_conflated_for_operators_and_thresholds_alert() {
     let mut events = 0;
     let mut last = None;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
-    while tokio::time::Instant::now() < deadline {
+    let give_up = tokio::time::Instant::now() + WAIT;
+    while (tokio::time::Instant::now() < deadline || last != Some(99.0))
+        && tokio::time::Instant::now() < give_up
+    {
         if let Ok(eva_hub::client::Incoming::Frame(ServerFrame::Event {
             event: Event::Metrics { metrics },
             ..
@@ -400,7 +403,11 @@ async fn metrics_are_conflated_for_operators_and_thresholds_alert() {
             last = metrics.latency_ms;
         }
     }
-    assert!((1..=3).contains(&events), "{events} metrics events");
+    // However slow the machine, far fewer events than reports.
+    assert!(
+        (1..=8).contains(&events),
+        "{events} metrics events for 100 reports"
+    );
     assert_eq!(last, Some(99.0));
     // GPU past its threshold raises one alert, not one per report.
     for _ in 0..3 {
@@ -468,4 +475,31 @@ async fn ending_a_taken_over_session_releases_it() {
         assert!(tokio::time::Instant::now() < deadline, "{list}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_takeover_whose_operator_is_gone_expires() {
+    let app = spawn_app().await;
+    let (id, mut r) = app.active_session(Codec::Json).await;
+    let mut op = app.connect(Role::Operator, "op", Codec::Json).await;
+    op.join(id).await;
+    op.send(&ClientFrame::Takeover {
+        session: id,
+        reason: None,
+        id: Some("t".into()),
+    })
+    .await;
+    op.until(|f| matches!(f, ServerFrame::Ack { id, .. } if id == "t"))
+        .await;
+    r.event("takeover").await;
+    drop(op);
+    // Presence grace, then takeover grace: the hub releases it.
+    let (_, e) = r.event("release").await;
+    assert!(matches!(
+        e,
+        Event::Release {
+            reason: eva_hub::protocol::model::ReleaseReason::Expired,
+            ..
+        }
+    ));
 }

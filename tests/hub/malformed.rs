@@ -150,7 +150,7 @@ async fn handshakes_without_a_supported_subprotocol_get_400_with_a_reason() {
 #[tokio::test]
 async fn unauthenticated_connections_must_authenticate_first_and_fast() {
     let mut settings = test_settings();
-    settings.websocket.auth_timeout_ms = 300;
+    settings.websocket.auth_timeout_ms = 1000;
     let app = spawn_with(settings, Arc::new(MemoryStore::new())).await;
     let mut opts = ConnectOptions::new(Codec::Json, "dev:participant:x");
     opts.token = None;
@@ -177,7 +177,7 @@ async fn unauthenticated_connections_must_authenticate_first_and_fast() {
         c.next().await,
         ServerFrame::Pong { nonce: Some(9), .. }
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     c.send(&ClientFrame::Ping { nonce: Some(10) }).await;
     assert!(
         matches!(

@@ -42,7 +42,7 @@ async fn a_quick_reconnect_is_not_a_leave_but_a_real_departure_is() {
         (PresenceChange::Join, "alice", Some("Alice"), 1)
     );
 
-    // Drop and come back well within the 300 ms grace: nothing happens.
+    // Drop and come back well within the grace: nothing happens.
     drop(p);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut p = app.connect(Role::Participant, "alice", Codec::Json).await;

@@ -30,10 +30,12 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::defaults();
     s.auth.dev = true;
     s.store.database_url = "memory".into();
-    s.session.presence_grace_ms = 300;
-    s.session.renderer_grace_ms = 300;
-    s.session.takeover_grace_ms = 600;
-    s.session.emergency_ack_timeout_ms = 300;
+    // Short enough that tests finish quickly, long enough that a loaded CI
+    // machine does not overrun them by accident.
+    s.session.presence_grace_ms = 1000;
+    s.session.renderer_grace_ms = 500;
+    s.session.takeover_grace_ms = 1000;
+    s.session.emergency_ack_timeout_ms = 1000;
     s.session.metrics_interval_ms = 100;
     s.session.counters_interval_ms = 100;
     s.session.state_persist_interval_ms = 100;
