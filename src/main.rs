@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.global.config.as_deref(), Some(cli.overrides()))?;
     eva_hub::telemetry::init(&settings.log);
+    raise_open_file_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if settings.server.worker_threads > 0 {
@@ -34,4 +35,17 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Every connection is a file descriptor: lift the soft limit to the hard
+/// one so the hub can hold as many connections as the system allows.
+fn raise_open_file_limit() {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) if soft < hard => match rlimit::Resource::NOFILE.set(hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
