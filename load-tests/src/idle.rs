@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use eva_hub::client::ClientReceiver;
+use eva_hub::client::{Client, ClientReceiver, ConnectOptions};
+use eva_hub::protocol::Codec;
 
 use crate::engine::{connect_and_join, source};
 use crate::hubproc::Hub;
@@ -20,13 +21,20 @@ pub struct IdleOutcome {
 
 /// Opens `connections` participants over `sessions` sessions, waits for
 /// the hub to settle, and reads its resident memory before and after.
+/// With `join = false` they only authenticate, which separates the cost of
+/// a connection from the cost of session membership.
 pub async fn run(
     hub: &Hub,
     connections: usize,
     per_session: usize,
     sources: usize,
+    join: bool,
 ) -> anyhow::Result<IdleOutcome> {
-    let sessions = connections.div_ceil(per_session);
+    let sessions = if join {
+        connections.div_ceil(per_session)
+    } else {
+        0
+    };
     let mut ids = Vec::new();
     for s in 0..sessions {
         ids.push(hub.create_session(&format!("idle-{s}")).await?);
@@ -39,21 +47,29 @@ pub async fn run(
     while k < connections {
         let batch: Vec<_> = (k..(k + 200).min(connections))
             .map(|n| {
-                let id = ids[n / per_session].clone();
+                let id = ids.get(n / per_session).cloned();
+                let token = format!("dev:participant:idle{n}");
                 async move {
-                    connect_and_join(
-                        hub.addr,
-                        &format!("dev:participant:idle{n}"),
-                        &id,
-                        source(n, sources),
-                        None,
-                    )
-                    .await
+                    match id {
+                        Some(id) => {
+                            connect_and_join(hub.addr, &token, &id, source(n, sources), None)
+                                .await
+                                .map(|j| j.rx)
+                        }
+                        None => {
+                            let mut opts = ConnectOptions::new(Codec::Json, token);
+                            opts.source = source(n, sources);
+                            opts.read_buffer = 16 * 1024;
+                            let (_tx, mut rx) = Client::connect(hub.addr, opts).await?.split();
+                            rx.recv_message().await; // welcome
+                            Ok(rx)
+                        }
+                    }
                 }
             })
             .collect();
         for r in futures_util::future::join_all(batch).await {
-            held.push(r?.rx);
+            held.push(r?);
         }
         k += 200;
     }

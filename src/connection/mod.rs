@@ -131,21 +131,27 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
 }
 
 /// Writes every frame in `out`, gathering up to [`MAX_IOV`] per syscall.
+///
+/// The slice array is built inside the poll closure, on the stack of each
+/// poll, so it is not part of the writer's future: an idle connection does
+/// not carry 2 KiB of `IoSlice`s around.
 async fn write_all_vectored(
     wr: &mut OwnedWriteHalf,
     out: &mut VecDeque<Bytes>,
 ) -> std::io::Result<usize> {
+    use tokio::io::AsyncWrite;
     let mut total = 0;
     while !out.is_empty() {
-        let n = {
+        let n = std::future::poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut k = 0;
             for b in out.iter().take(MAX_IOV) {
                 slices[k] = IoSlice::new(b);
                 k += 1;
             }
-            wr.write_vectored(&slices[..k]).await?
-        };
+            std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..k])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -94,7 +94,8 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok());
     let identity = match bearer(authorization) {
         Some(token) => match hub.auth.connection(token).await {
-            Ok(identity) => Some(identity),
+            // Boxed: the connection task keeps it until it is installed.
+            Ok(identity) => Some(Box::new(identity)),
             Err(e) => return auth_refusal(&e, peer),
         },
         None if authorization.is_some() => {
@@ -117,15 +118,11 @@ pub async fn upgrade(
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                run_connection(
-                    hub,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    codec,
-                    identity,
-                    peer,
-                )
-                .await
+                // `read_buf` is a slice of hyper's whole read buffer: keep
+                // only its bytes, or every connection pins that buffer.
+                let early = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                run_connection(hub, parts.io.into_inner(), early, codec, identity, peer).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TcpStream"),
         }
@@ -188,9 +185,9 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
 pub async fn run_connection(
     hub: Hub,
     tcp: TcpStream,
-    read_buf: bytes::Bytes,
+    early: Vec<u8>,
     codec: Codec,
-    identity: Option<Identity>,
+    identity: Option<Box<Identity>>,
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -201,23 +198,27 @@ pub async fn run_connection(
     let (rd, wr) = tcp.into_split();
     let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
     let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
-    hub.register(conn.clone());
     let mut client = Client::new(conn.clone());
     if let Some(identity) = identity {
-        hub.welcome(&mut client, identity);
+        hub.welcome(&mut client, *identity);
     }
-    let ws = WebSocketStream::from_partially_read(
+    hub.register(conn.clone());
+    // The set-up and tear-down futures are boxed: they run once, and the
+    // connection's task should not reserve their space for its whole life.
+    let ws = Box::pin(WebSocketStream::from_partially_read(
         ServerIo::new(rd, outbox.clone()),
-        read_buf.to_vec(),
+        early,
         WsRole::Server,
         Some(ws_config(&hub)),
-    )
+    ))
     .await;
     {
         let reader = read_loop(&hub, &mut client, ws);
         let writer = write_loop(wr, outbox.clone());
-        let deadline = tokio::time::sleep(CLOSE_LINGER);
-        tokio::pin!(reader, writer, deadline);
+        // Armed only once closing begins, so an open connection holds no
+        // timer.
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        tokio::pin!(reader, writer);
         let (mut reader_done, mut writer_done, mut closing) = (false, false, false);
         loop {
             tokio::select! {
@@ -243,33 +244,26 @@ pub async fn run_connection(
                     // Once closing starts, everything ends within the
                     // linger, even against a client that stopped reading.
                     closing = true;
-                    deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                    deadline = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
                 }
-                _ = &mut deadline, if closing => break,
+                _ = async { deadline.as_mut().expect("armed").await }, if closing => break,
             }
         }
     }
     if let Some(code) = outbox.close_code() {
         crate::metrics::connection_close_code(code);
     }
-    hub.disconnect(&mut client).await;
+    Box::pin(hub.disconnect(&mut client)).await;
 }
 
 /// Reads frames and hands data messages to the hub, until the client
 /// closes, the socket fails, or the hub decides to close.
 async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<ServerIo>) -> ReadEnd {
     let codec = client.conn.codec;
-    let auth_deadline = tokio::time::Instant::now() + hub.settings.websocket.auth_timeout();
     loop {
-        let next = if client.conn.identity().is_none() {
-            match tokio::time::timeout_at(auth_deadline, ws.next()).await {
-                Ok(n) => n,
-                Err(_) => return ReadEnd::Close(CloseCode::AuthTimeout),
-            }
-        } else {
-            ws.next().await
-        };
-        let msg = match next {
+        // The authentication deadline is the hub timer's job (it closes
+        // the outbox), so reading needs no timer of its own.
+        let msg = match ws.next().await {
             None => return ReadEnd::Eof,
             Some(Ok(m)) => m,
             Some(Err(e)) => return read_error(e),
@@ -291,7 +285,9 @@ async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<Serve
             (Message::Close(_), _) => return ReadEnd::ClientClosed,
             (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => continue,
         };
-        if let Next::Close(code) = hub.on_message(client, &payload).await {
+        // Boxed: handling a frame is a large state machine, and an idle
+        // connection should not carry its space while waiting for input.
+        if let Next::Close(code) = Box::pin(hub.on_message(client, &payload)).await {
             return ReadEnd::Close(code);
         }
     }

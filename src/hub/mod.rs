@@ -184,7 +184,16 @@ impl Hub {
     // Registry
     // ---------------------------------------------------------------
 
+    /// Adds a connection to the registry. One without an identity yet
+    /// gets `auth_timeout_ms` to authenticate, enforced by the timer task
+    /// rather than a timer in every connection.
     pub fn register(&self, conn: Arc<ConnHandle>) {
+        if conn.identity().is_none() {
+            self.timers.schedule(
+                self.settings.websocket.auth_timeout(),
+                Job::AuthDeadline { conn: conn.id },
+            );
+        }
         self.conns.insert(conn.id, conn);
     }
 

@@ -43,6 +43,8 @@ pub enum Job {
     },
     /// Finish stopping if the renderer never confirmed.
     StopTimeout { session: SessionId },
+    /// Close the connection if it has not authenticated yet.
+    AuthDeadline { conn: crate::ids::ConnId },
 }
 
 #[derive(Debug)]
@@ -195,6 +197,14 @@ impl Hub {
                         .await
                 {
                     tracing::info!(%session, error = %e, "takeover expiry raced");
+                }
+            }
+            Job::AuthDeadline { conn } => {
+                let late = self.conns.get(&conn).map(|c| c.value().clone());
+                if let Some(c) = late
+                    && c.identity().is_none()
+                {
+                    c.outbox.close(CloseCode::AuthTimeout);
                 }
             }
             Job::StopTimeout { session } => {

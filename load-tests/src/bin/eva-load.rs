@@ -81,6 +81,9 @@ enum Scenario {
         per_session: usize,
         #[arg(long, default_value_t = 16)]
         sources: usize,
+        /// Only authenticate, join nothing (the cost of a bare connection).
+        #[arg(long)]
+        no_join: bool,
     },
     /// d. Emergency stops while the session runs at a given rate.
     Estop {
@@ -347,9 +350,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 save("estop", &label, &summary(&plan, &o), &md, &[("emergency stop".into(), &o.estop), ("fan-out".into(), &o.latency)])
             }
-            Scenario::Idle { connections, per_session, sources } => {
+            Scenario::Idle { connections, per_session, sources, no_join } => {
                 let hub = hub(&cli.hub).await?;
-                let o = eva_load::idle::run(&hub, *connections, *per_session, *sources).await?;
+                let o = eva_load::idle::run(&hub, *connections, *per_session, *sources, !no_join).await?;
                 let label = cli.hub.label.clone().unwrap_or_else(|| format!("c{connections}"));
                 let md = format!(
                     "| connections | sessions | hub RSS before | hub RSS after | per connection | connect time |\n|---|---|---|---|---|---|\n| {} | {} | {:.1} MiB | {:.1} MiB | {:.2} KiB | {:.1} s |\n",
