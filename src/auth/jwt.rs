@@ -295,6 +295,12 @@ impl Keyring {
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
             .map_err(|e| describe(e.kind()))?;
         let claims = data.claims;
+        // RFC 7519: not accepted *on or after* exp. (The library accepts
+        // the second of exp itself.) This is also the instant an open
+        // connection with this token is closed.
+        if claims.exp.saturating_add(self.leeway) <= crate::ids::now_ms() / 1000 {
+            return Err(AuthError::Expired);
+        }
         if claims.exp.saturating_sub(claims.nbf.max(claims.iat))
             > self.ttl_max.as_secs() + self.leeway
         {
@@ -603,6 +609,56 @@ mod tests {
             let e = ring.verify(bad).unwrap_err().to_string();
             assert!(!e.contains(bad) || bad.is_empty() || bad.len() < 6, "{e}");
         }
+    }
+
+    /// Each forged token fails on the rule meant for it, not by accident.
+    #[test]
+    fn forgeries_fail_on_their_rule() {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let rsa_public = include_str!("../../tests/security/keys/rsa-test-public.pem");
+        let rs = TokenKeySettings {
+            kid: "rs".into(),
+            algorithm: "RS256".into(),
+            public_key: Some(rsa_public.into()),
+            ..Default::default()
+        };
+        let ring = Keyring::from_settings(&settings(vec![hs("k1", SECRET), rs])).unwrap();
+        let claims = serde_json::to_value(
+            ring.verify(&ring.sign(&grant(), now()).unwrap().token)
+                .unwrap(),
+        )
+        .unwrap();
+        let body = format!(
+            "{}.{}",
+            b64(serde_json::json!({"alg": "HS256", "kid": "rs"})),
+            b64(claims.clone())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            body.as_bytes(),
+            &EncodingKey::from_secret(rsa_public.as_bytes()),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let reason = |t: &str| ring.verify(t).unwrap_err().to_string();
+        assert!(
+            reason(&format!("{body}.{sig}")).contains("algorithm not accepted for this kid"),
+            "key confusion"
+        );
+        let none = format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg": "none", "kid": "k1"})),
+            b64(claims.clone())
+        );
+        assert!(reason(&none).contains("malformed token header"), "alg none");
+        let unknown = format!(
+            "{}.{}.x",
+            b64(serde_json::json!({"alg": "HS256", "kid": "k9"})),
+            b64(claims)
+        );
+        assert!(reason(&unknown).contains("unknown kid"));
     }
 
     #[test]
