@@ -13,10 +13,12 @@
 //! | questions per participant | `question` | `error` `rate_limited` with `retry_after_ms` |
 //! | REST calls per API key | every REST call | HTTP 429 `rate_limited` |
 //!
-//! Counters are node-local. Concurrent-connection counts go through
-//! [`SlotCounter`] so a cluster-wide implementation (through the broker)
-//! can replace [`LocalSlots`] without touching the callers; token buckets
-//! stay local, because a connection lives on one node.
+//! Counters are node-local. Every counter that spans connections
+//! (concurrent connections, questions per participant, calls per API key)
+//! goes through the [`Counters`] trait, so a cluster-wide implementation
+//! (through the broker) can replace [`LocalCounters`] without touching the
+//! callers. A connection's own token buckets stay local: a connection
+//! lives on one node.
 //!
 //! Per-frame checks are a clock read and one or two atomic
 //! compare-and-swaps on the connection's own buckets; nothing allocates.
@@ -46,9 +48,18 @@ pub enum SlotKey {
     Tenant(TenantId),
 }
 
-/// Counts concurrent holders of a key.
+/// What a rate counts against.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum RateKey {
+    /// Questions of one participant (tenant and subject).
+    Questions(TenantId, String),
+    /// REST calls of one API key.
+    ApiKey(Uuid),
+}
+
+/// Counters shared by connections: concurrent slots, and event rates.
 #[async_trait]
-pub trait SlotCounter: Send + Sync + fmt::Debug + 'static {
+pub trait Counters: Send + Sync + fmt::Debug + 'static {
     /// Takes one slot of `key` if fewer than `limit` are held. `Err` means
     /// the counter could not be reached; callers then let the connection
     /// in (availability over strictness) and log it.
@@ -57,23 +68,60 @@ pub trait SlotCounter: Send + Sync + fmt::Debug + 'static {
     /// Gives a slot back. Runs from `Drop`, so it must not block; a remote
     /// implementation sends the decrement in the background.
     fn release(&self, key: SlotKey);
+
+    /// Counts one event of `key` against its configured rate:
+    /// `Ok(Err(wait))` when over it, `Err` when the counter could not be
+    /// reached (the event is then allowed).
+    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String>;
 }
 
-/// [`SlotCounter`] for one node.
-#[derive(Debug, Default)]
-pub struct LocalSlots {
+/// [`Counters`] for one node.
+pub struct LocalCounters {
     held: DashMap<SlotKey, u32>,
+    questions: Option<DefaultKeyedRateLimiter<(TenantId, String)>>,
+    api_keys: Option<DefaultKeyedRateLimiter<Uuid>>,
 }
 
-impl LocalSlots {
+impl fmt::Debug for LocalCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCounters")
+            .field("slot_keys", &self.held.len())
+            .finish()
+    }
+}
+
+impl LocalCounters {
+    /// Counters with the rates of `settings`.
+    pub fn new(settings: &LimitSettings) -> LocalCounters {
+        LocalCounters {
+            held: DashMap::new(),
+            questions: NonZeroU32::new(settings.questions_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            api_keys: quota(settings.rest_per_s, settings.rest_burst).map(RateLimiter::keyed),
+        }
+    }
+
     /// Slots held for `key` (for tests and gauges).
     pub fn held(&self, key: SlotKey) -> u32 {
         self.held.get(&key).map(|v| *v).unwrap_or(0)
     }
+
+    /// Forgets rate state that is back to "fresh", so the maps only hold
+    /// recent callers; run periodically.
+    pub fn sweep(&self) {
+        if let Some(l) = &self.questions {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.api_keys {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
 }
 
 #[async_trait]
-impl SlotCounter for LocalSlots {
+impl Counters for LocalCounters {
     async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
         let mut n = self.held.entry(key).or_insert(0);
         if *n >= limit {
@@ -91,11 +139,33 @@ impl SlotCounter for LocalSlots {
             *n == 0
         });
     }
+
+    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String> {
+        fn check<K: std::hash::Hash + Eq + Clone>(
+            l: &Option<DefaultKeyedRateLimiter<K>>,
+            k: &K,
+        ) -> Result<(), Duration> {
+            match l {
+                None => Ok(()),
+                Some(l) => l
+                    .check_key(k)
+                    .map_err(|n| n.wait_time_from(l.clock().now())),
+            }
+        }
+        Ok(match key {
+            RateKey::Questions(t, s) => {
+                // The key is cloned into the map only for a participant
+                // seen for the first time in the window.
+                check(&self.questions, &(*t, s.clone()))
+            }
+            RateKey::ApiKey(id) => check(&self.api_keys, id),
+        })
+    }
 }
 
 /// A held connection slot; dropping it gives the slot back.
 pub struct Slot {
-    counter: Arc<dyn SlotCounter>,
+    counter: Arc<dyn Counters>,
     key: SlotKey,
 }
 
@@ -145,10 +215,10 @@ fn quota(per_s: u32, burst: u32) -> Option<Quota> {
 /// The hub-wide limits.
 pub struct Limits {
     settings: LimitSettings,
-    slots: Arc<dyn SlotCounter>,
+    counters: Arc<dyn Counters>,
+    /// Sweeps the node-local counters, when those are the ones in use.
+    local: Option<Arc<LocalCounters>>,
     tenants: DashMap<TenantId, (Instant, TenantCap)>,
-    questions: Option<DefaultKeyedRateLimiter<(TenantId, String)>>,
-    rest: Option<DefaultKeyedRateLimiter<Uuid>>,
     frames: Option<Quota>,
     telemetry: Option<Quota>,
     interactions: Option<Quota>,
@@ -161,13 +231,22 @@ impl fmt::Debug for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limits")
             .field("settings", &self.settings)
-            .field("slots", &self.slots)
+            .field("counters", &self.counters)
             .finish()
     }
 }
 
 impl Limits {
-    pub fn new(settings: &LimitSettings, slots: Arc<dyn SlotCounter>) -> Limits {
+    /// Limits with node-local counters.
+    pub fn local(settings: &LimitSettings) -> Limits {
+        let local = Arc::new(LocalCounters::new(settings));
+        let mut l = Limits::new(settings, local.clone());
+        l.local = Some(local);
+        l
+    }
+
+    /// Limits over any [`Counters`] implementation (a cluster-wide one).
+    pub fn new(settings: &LimitSettings, counters: Arc<dyn Counters>) -> Limits {
         let s = settings;
         let strikes = NonZeroU32::new(s.strikes).and_then(|n| {
             let window = Duration::from_secs(s.strike_window_s.max(1));
@@ -175,11 +254,9 @@ impl Limits {
         });
         Limits {
             settings: s.clone(),
-            slots,
+            counters,
+            local: None,
             tenants: DashMap::new(),
-            questions: NonZeroU32::new(s.questions_per_minute)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            rest: quota(s.rest_per_s, s.rest_burst).map(RateLimiter::keyed),
             frames: quota(s.frames_per_s, s.frames_burst),
             telemetry: quota(s.telemetry_per_s, s.telemetry_burst),
             interactions: quota(s.interactions_per_s, s.interactions_burst),
@@ -193,9 +270,9 @@ impl Limits {
         if limit == 0 {
             return Some(None);
         }
-        match self.slots.acquire(key, limit).await {
+        match self.counters.acquire(key, limit).await {
             Ok(true) => Some(Some(Slot {
-                counter: self.slots.clone(),
+                counter: self.counters.clone(),
                 key,
             })),
             Ok(false) => None,
@@ -280,33 +357,42 @@ impl Limits {
         cap
     }
 
+    async fn hit(&self, key: RateKey, what: &'static str) -> Result<(), HubError> {
+        match self.counters.hit(&key).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wait)) => Err(HubError::RateLimited {
+                what,
+                retry_after: wait.max(Duration::from_millis(1)),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate counter unavailable; allowing");
+                Ok(())
+            }
+        }
+    }
+
     /// Counts a question of a participant.
     ///
     /// # Errors
     /// `rate_limited` with the wait until the next question is allowed.
-    pub fn question(&self, tenant: TenantId, subject: &str) -> Result<(), HubError> {
-        let Some(l) = &self.questions else {
+    pub async fn question(&self, tenant: TenantId, subject: &str) -> Result<(), HubError> {
+        if self.settings.questions_per_minute == 0 {
             return Ok(());
-        };
-        l.check_key(&(tenant, subject.to_owned()))
-            .map_err(|n| HubError::RateLimited {
-                what: "questions",
-                retry_after: n.wait_time_from(l.clock().now()),
-            })
+        }
+        self.hit(RateKey::Questions(tenant, subject.to_owned()), "questions")
+            .await
     }
 
     /// Counts a REST call of an API key.
     ///
     /// # Errors
     /// `rate_limited` with the wait until the next call is allowed.
-    pub fn rest_call(&self, key: Uuid) -> Result<(), HubError> {
-        let Some(l) = &self.rest else {
+    pub async fn rest_call(&self, key: Uuid) -> Result<(), HubError> {
+        if self.settings.rest_per_s == 0 {
             return Ok(());
-        };
-        l.check_key(&key).map_err(|n| HubError::RateLimited {
-            what: "requests for this API key",
-            retry_after: n.wait_time_from(l.clock().now()),
-        })
+        }
+        self.hit(RateKey::ApiKey(key), "requests for this API key")
+            .await
     }
 
     /// The buckets of a new connection.
@@ -321,16 +407,11 @@ impl Limits {
         }
     }
 
-    /// Forgets idle keyed state and stale tenant limits; run periodically
+    /// Forgets idle rate state and stale tenant limits; run periodically
     /// so the maps hold only recent callers.
     pub fn sweep(&self) {
-        for l in [&self.rest].into_iter().flatten() {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-        if let Some(q) = &self.questions {
-            q.retain_recent();
-            q.shrink_to_fit();
+        if let Some(l) = &self.local {
+            l.sweep();
         }
         self.tenants
             .retain(|_, (at, _)| at.elapsed() < TENANT_CACHE_TTL);
@@ -452,7 +533,7 @@ mod tests {
     async fn slots_are_counted_and_given_back() {
         let mut s = settings();
         s.connections_per_ip = 2;
-        let slots = Arc::new(LocalSlots::default());
+        let slots = Arc::new(LocalCounters::new(&s));
         let limits = Limits::new(&s, slots.clone());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let a = limits.admit_ip(ip).await.unwrap();
@@ -470,7 +551,7 @@ mod tests {
 
     #[tokio::test]
     async fn tenant_records_set_the_connection_limit() {
-        let limits = Limits::new(&settings(), Arc::new(LocalSlots::default()));
+        let limits = Limits::local(&settings());
         let store = MemoryStore::new();
         let t = TenantId::new();
         let mut rec = TenantRecord::new(t, "t@example.com");
@@ -504,7 +585,7 @@ mod tests {
         s.frames_burst = 3;
         s.strikes = 2;
         s.strike_window_s = 60;
-        let limits = Limits::new(&s, Arc::new(LocalSlots::default()));
+        let limits = Limits::local(&s);
         let c = limits.connection();
         for _ in 0..3 {
             assert_eq!(c.check(FrameClass::Control), Verdict::Pass);
@@ -515,17 +596,18 @@ mod tests {
         assert_eq!(c.check(FrameClass::Control), Verdict::Abuse);
     }
 
-    #[test]
-    fn questions_per_participant() {
+    #[tokio::test]
+    async fn questions_per_participant() {
         let mut s = settings();
         s.questions_per_minute = 2;
-        let limits = Limits::new(&s, Arc::new(LocalSlots::default()));
+        let limits = Limits::local(&s);
         let t = TenantId::new();
-        limits.question(t, "p").unwrap();
-        limits.question(t, "p").unwrap();
-        let e = limits.question(t, "p").unwrap_err();
+        limits.question(t, "p").await.unwrap();
+        limits.question(t, "p").await.unwrap();
+        let e = limits.question(t, "p").await.unwrap_err();
         assert!(e.retry_after().unwrap() > Duration::from_secs(1));
-        limits.question(t, "q").unwrap();
-        limits.question(TenantId::new(), "p").unwrap();
+        limits.question(t, "q").await.unwrap();
+        limits.question(TenantId::new(), "p").await.unwrap();
+        limits.sweep();
     }
 }

@@ -80,7 +80,7 @@ impl FromRequestParts<Hub> for Caller {
             .await
             .map_err(|e| credential_refusal(&e))?;
         if let Some(key) = principal.key_id
-            && let Err(e) = hub.limiter.rest_call(key)
+            && let Err(e) = hub.limiter.rest_call(key).await
         {
             crate::metrics::limit_hit("rest");
             return Err(e.into());

@@ -554,7 +554,7 @@ impl Hub {
                 validate_id(&id)?;
                 validate_text("text", &text, self.settings.session.max_text_bytes)?;
                 let s = client.joined(session)?;
-                if let Err(e) = self.limiter.question(me.tenant, &me.subject) {
+                if let Err(e) = self.limiter.question(me.tenant, &me.subject).await {
                     m::limit_hit("questions");
                     return Err(e);
                 }

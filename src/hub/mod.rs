@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::limits::{Limits, LocalSlots, Slot, TenantRefusal};
+use crate::auth::limits::{Limits, Slot, TenantRefusal};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::{Authenticator, Principal};
 use crate::broker::{Broker, BrokerError, BrokerHandler, Condition, Origin, Published};
@@ -166,9 +166,9 @@ impl Hub {
             auth.dev = false;
             OriginPolicy::from_settings(&auth).expect("an empty allow-list is valid")
         });
-        // Node-local connection counters; a cluster-wide SlotCounter can
-        // be put here without changing any caller.
-        let limiter = Limits::new(&settings.limits, Arc::new(LocalSlots::default()));
+        // Node-local counters; a cluster-wide `Counters` can be put here
+        // (Limits::new) without changing any caller.
+        let limiter = Limits::local(&settings.limits);
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| HubInner {
             settings: settings.clone(),
             broker: broker.clone(),
