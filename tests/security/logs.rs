@@ -67,9 +67,7 @@ async fn credentials_never_appear_in_the_logs() {
         o.token_in_frame = true;
         if let Ok(mut client) = app.try_connect_with(o).await {
             // Only the logs matter here: read until the hub is done with it.
-            while let Ok(eva_hub::client::Incoming::Frame(_)) =
-                client.recv_timeout(WAIT).await
-            {}
+            while let Ok(eva_hub::client::Incoming::Frame(_)) = client.recv_timeout(WAIT).await {}
         }
         let _ = app.get("/v1/sessions", &t).await;
         secrets.push(t);

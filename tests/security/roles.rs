@@ -1,7 +1,7 @@
 //! A credential does what its role and scopes allow, and nothing else.
 
 use eva_hub::client::ConnectOptions;
-use eva_hub::protocol::model::{Command, CustomAudience, Role, StatePatch};
+use eva_hub::protocol::model::{Command, CustomAudience, StatePatch};
 use eva_hub::protocol::{ClientFrame, Codec, ErrorCode, ServerFrame};
 use serde_json::json;
 
@@ -169,5 +169,4 @@ async fn scopes_decide_what_keys_may_do() {
     opts.origin = Some("https://evil.example".into());
     let (status, _) = app.refusal(opts).await;
     assert_eq!(status, 403);
-    let _ = Role::Renderer;
 }
