@@ -131,7 +131,7 @@ impl Caller {
     }
 }
 
-pub(crate) fn parse_session(id: &str) -> Result<SessionId, ApiError> {
+fn parse_session(id: &str) -> Result<SessionId, ApiError> {
     id.parse()
         .map_err(|_| refuse(ErrorCode::NotFound, "no such session").into())
 }
@@ -169,7 +169,7 @@ fn listing<T>(items: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Listing
     Listing { items, next_before }
 }
 
-pub(crate) fn page_limit(limit: Option<usize>) -> usize {
+fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, 500)
 }
 

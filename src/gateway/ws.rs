@@ -141,6 +141,7 @@ pub async fn upgrade(
         match hub.admit_tenant(identity).await {
             Ok(slot) => slots.extend(slot),
             Err(TenantRefusal::Full) => {
+                crate::metrics::limit_hit("connections_per_tenant");
                 tracing::info!(%peer, tenant = %identity.tenant, "WebSocket handshake refused: tenant connection limit");
                 return error_response(&HubError::RateLimited {
                     what: "connections for this tenant",
