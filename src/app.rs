@@ -15,6 +15,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::auth::credentials::CredentialAuthenticator;
 use crate::auth::dev::DevAuthenticator;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
@@ -45,7 +46,7 @@ impl Backends {
             );
         };
         let store = open_store(settings).await?;
-        let auth = authenticator(settings)?;
+        let auth = authenticator(settings, store.clone())?;
         Ok(Backends {
             broker,
             store,
@@ -67,14 +68,31 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-fn authenticator(settings: &Settings) -> anyhow::Result<Arc<dyn Authenticator>> {
+/// The authenticator the settings ask for: development identities with
+/// `--dev`, otherwise connection tokens verified against `auth.keys` and
+/// API keys from the store.
+///
+/// # Errors
+/// Without `--dev` and without usable keys, an error that says exactly
+/// which settings (or environment variables) to set.
+pub fn authenticator(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn Authenticator>> {
     if settings.auth.dev {
         return Ok(Arc::new(DevAuthenticator));
     }
-    bail!(
-        "no credentials are configured. Run `eva-hub serve --dev` for a development hub \
-         that trusts client-claimed identities (insecure)."
-    )
+    let auth = CredentialAuthenticator::from_settings(&settings.auth, store)
+        .context("eva-hub refuses to start without credentials")?;
+    tracing::info!(
+        keys = settings.auth.keys.len(),
+        signing_kid = auth
+            .keyring()
+            .signing_kid()
+            .unwrap_or("none: this hub cannot mint tokens"),
+        "connection-token keys loaded"
+    );
+    Ok(Arc::new(auth))
 }
 
 /// A hub with its listeners, ready to run.
@@ -134,6 +152,12 @@ impl App {
             );
         }
         let hub = Hub::new(settings.clone(), backends.broker, writer, backends.auth);
+        if hub.origins.refuses_every_browser() {
+            tracing::warn!(
+                "auth.allowed_origins is empty: no browser can open a WebSocket; \
+                 list your web app's origins there"
+            );
+        }
         let reloaded = hub
             .reload()
             .await

@@ -56,6 +56,88 @@ pub enum Command {
     Migrate,
     /// Print the effective settings (passwords redacted), then exit.
     Config,
+    /// Manage API keys in the configured database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Mint a connection token with the configured signing key and print
+    /// it (for operators' consoles, renderers and testing).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once (to stdout; details to stderr). The
+    /// database keeps only its SHA-256.
+    Create(KeyCreate),
+    /// List keys (never their values).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long, value_name = "UUID")]
+        tenant: Option<crate::ids::TenantId>,
+    },
+    /// Revoke a key: it stops working at once.
+    Revoke {
+        /// The key's id (from `keys list`).
+        id: uuid::Uuid,
+        /// Only if the key belongs to this tenant.
+        #[arg(long, value_name = "UUID")]
+        tenant: Option<crate::ids::TenantId>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreate {
+    /// What the key is for, e.g. `booking-backend`. Events and audit rows
+    /// name the key's caller by it.
+    #[arg(long)]
+    pub name: String,
+    /// A scope to grant (repeat): eva:read, eva:write, eva:operate,
+    /// eva:admin.
+    #[arg(long = "scope", value_name = "SCOPE", required = true)]
+    pub scopes: Vec<String>,
+    /// The tenant. Omitted, or not yet in the database: a tenant is
+    /// created, which needs --email.
+    #[arg(long, value_name = "UUID")]
+    pub tenant: Option<crate::ids::TenantId>,
+    /// Contact address of a tenant being created.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Concurrent connections of a tenant being created (seed default 5).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<i32>,
+    /// Monthly REST call quota of a tenant being created (seed default
+    /// 10000).
+    #[arg(long, value_name = "N")]
+    pub monthly_quota: Option<i32>,
+    /// The key expires this many days from now; default: never.
+    #[arg(long, value_name = "DAYS")]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[arg(long, value_name = "UUID")]
+    pub tenant: crate::ids::TenantId,
+    /// participant, operator or renderer.
+    #[arg(long, value_parser = parse_role)]
+    pub role: crate::protocol::model::Role,
+    /// The participant, operator or renderer id.
+    #[arg(long)]
+    pub subject: String,
+    /// A session the token may join (repeat); none: any of the tenant's.
+    #[arg(long = "session", value_name = "UUID")]
+    pub sessions: Vec<crate::ids::SessionId>,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime in seconds; default auth.token_ttl_s.
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl_s: Option<u64>,
+}
+
+fn parse_role(s: &str) -> Result<crate::protocol::model::Role, String> {
+    crate::protocol::model::Role::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a role: use participant, operator or renderer"))
 }
 
 #[derive(Debug, Args, Default)]

@@ -28,6 +28,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
 }
 
@@ -117,11 +118,153 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+/// Credentials: connection-token keys, their validation, and the browser
+/// origin policy. `docs/SECURITY.md` explains each setting.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Trust client-claimed identities. Set by `serve --dev`.
     pub dev: bool,
+    /// `iss` of connection tokens: minted with it, required on every one.
+    pub issuer: String,
+    /// `aud` of connection tokens: minted with it, required on every one.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Lifetime of a minted token unless the request asks for less.
+    pub token_ttl_s: u64,
+    /// Longest lifetime a mint request may ask for.
+    pub token_ttl_max_s: u64,
+    /// The `kid` that signs new tokens. Empty: the only key that can sign.
+    pub signing_kid: String,
+    /// Keys that verify (and, with private material, sign) tokens. Several
+    /// at once during a rotation.
+    #[serde(default)]
+    pub keys: Vec<TokenKeySettings>,
+    /// Browser origins allowed to open a WebSocket, as `scheme://host[:port]`;
+    /// `https://*.example.com` allows subdomains of example.com.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Handshakes without an `Origin` header (clients that are not
+    /// browsers): `authorization_header` (allowed with an `Authorization`
+    /// header, refused otherwise), `allow` or `deny`.
+    pub missing_origin: String,
+}
+
+/// One connection-token key. Secrets and private keys are read from a
+/// file or an environment variable rather than written into the settings;
+/// inline values exist for tests and are redacted by `eva-hub config`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKeySettings {
+    /// Key id, carried in every token's header (`kid`).
+    pub kid: String,
+    /// `HS256`, `RS256` or `ES256`. Tokens are verified with this algorithm
+    /// only, whatever their header says.
+    pub algorithm: String,
+    /// HS256: the shared secret (at least 32 bytes), from a file, an
+    /// environment variable, or inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// RS256/ES256: the PEM public key that verifies tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// RS256/ES256: the PEM (PKCS#8) private key, only where tokens are
+    /// minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+}
+
+impl std::fmt::Debug for TokenKeySettings {
+    // Never print key material, even in a debug dump of the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeySettings")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field("public_key_file", &self.public_key_file)
+            .field("private_key_file", &self.private_key_file)
+            .field("private_key_env", &self.private_key_env)
+            .field("private_key", &self.private_key.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+/// What secrets are replaced with in printed settings.
+pub const REDACTED: &str = "***";
+
+/// Abuse limits. Counters are node-local: with several nodes, a client
+/// spread over them gets each node's allowance. A rate of 0 (or a count
+/// of 0) turns that limit off.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Concurrent WebSocket connections from one IP address.
+    pub connections_per_ip: u32,
+    /// Concurrent connections of a tenant that has no tenant record (and
+    /// of every tenant in `--dev`); a tenant record's
+    /// `concurrent_sessions_limit` applies otherwise.
+    pub tenant_connections_default: u32,
+    /// Frames per second per connection, all frames, and the burst.
+    pub frames_per_s: u32,
+    pub frames_burst: u32,
+    /// Renderer telemetry (`state`, `context`, `metrics`) per connection.
+    pub telemetry_per_s: u32,
+    pub telemetry_burst: u32,
+    /// Interactions (questions, responses, interventions, `publish`,
+    /// `status`, acknowledgements) per connection.
+    pub interactions_per_s: u32,
+    pub interactions_burst: u32,
+    /// `join` and `leave` per connection.
+    pub joins_per_s: u32,
+    pub joins_burst: u32,
+    /// Rate-limited frames tolerated within `strike_window_s` before the
+    /// connection is closed with 4003.
+    pub strikes: u32,
+    pub strike_window_s: u64,
+    /// Questions per participant (tenant and subject) per minute.
+    pub questions_per_minute: u32,
+    /// REST calls per second per API key, and the burst.
+    pub rest_per_s: u32,
+    pub rest_burst: u32,
+    /// Renderers get the per-connection frame buckets scaled by this.
+    pub renderer_rate_multiplier: u32,
+}
+
+impl LimitSettings {
+    /// Every limit off (tests that measure the hub rather than its limits).
+    pub fn unlimited() -> LimitSettings {
+        LimitSettings {
+            connections_per_ip: 0,
+            tenant_connections_default: 0,
+            frames_per_s: 0,
+            frames_burst: 0,
+            telemetry_per_s: 0,
+            telemetry_burst: 0,
+            interactions_per_s: 0,
+            interactions_burst: 0,
+            joins_per_s: 0,
+            joins_burst: 0,
+            strikes: 0,
+            strike_window_s: 0,
+            questions_per_minute: 0,
+            rest_per_s: 0,
+            rest_burst: 0,
+            renderer_rate_multiplier: 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -200,6 +343,16 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail("log.format must be `text` or `json`");
         }
+        if !matches!(
+            self.auth.missing_origin.as_str(),
+            "authorization_header" | "allow" | "deny"
+        ) {
+            return fail("auth.missing_origin must be `authorization_header`, `allow` or `deny`");
+        }
+        crate::auth::origin::OriginPolicy::from_settings(&self.auth).map_err(ConfigError)?;
+        if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > self.auth.token_ttl_max_s {
+            return fail("auth.token_ttl_s must be between 1 and auth.token_ttl_max_s");
+        }
         Ok(())
     }
 
@@ -209,6 +362,14 @@ impl Settings {
         let mut s = self.clone();
         s.store.database_url = redact_url(&s.store.database_url);
         s.redis.url = redact_url(&s.redis.url);
+        for k in &mut s.auth.keys {
+            if k.secret.is_some() {
+                k.secret = Some(REDACTED.into());
+            }
+            if k.private_key.is_some() {
+                k.private_key = Some(REDACTED.into());
+            }
+        }
         serde_json::to_string_pretty(&s).unwrap_or_default()
     }
 }
@@ -308,6 +469,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.websocket.max_message_bytes, 1234567);
+    }
+
+    #[test]
+    fn key_material_is_redacted() {
+        let mut s = Settings::defaults();
+        s.auth.keys.push(TokenKeySettings {
+            kid: "k1".into(),
+            algorithm: "HS256".into(),
+            secret: Some("a-very-secret-value-that-is-long-enough".into()),
+            private_key: Some("-----BEGIN PRIVATE KEY-----".into()),
+            ..Default::default()
+        });
+        let printed = s.redacted_json();
+        assert!(!printed.contains("a-very-secret-value"));
+        assert!(!printed.contains("BEGIN PRIVATE KEY"));
+        assert!(printed.contains("\"kid\": \"k1\""));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("a-very-secret-value"));
+        assert!(!debug.contains("BEGIN PRIVATE KEY"));
+    }
+
+    #[test]
+    fn keys_come_from_the_environment_as_a_list() {
+        let v: figment::value::Value = r#"[{kid="k1",algorithm="HS256",secret_env="EVA_SECRET"}]"#
+            .parse()
+            .unwrap();
+        let keys: Vec<TokenKeySettings> = v.deserialize().unwrap();
+        assert_eq!(keys[0].kid, "k1");
+        assert_eq!(keys[0].secret_env.as_deref(), Some("EVA_SECRET"));
     }
 
     #[test]

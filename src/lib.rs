@@ -23,7 +23,8 @@
 //! | [`session`] | one session's replica: the fold of its events, history, subscribers |
 //! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory) |
 //! | [`store`] | trait: durable rows (memory), and the batch writer in front of it |
-//! | [`auth`] | trait: credentials → identities (dev) |
+//! | [`auth`] | trait: credentials → identities (JWT + API keys, dev); abuse limits; origin policy |
+//! | [`commands`] | `eva-hub keys` and `eva-hub token`: credentials from the command line |
 //! | [`client`] | a Rust client for the protocol, used by tests and load tests |
 
 pub mod app;
@@ -32,6 +33,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod gateway;

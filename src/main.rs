@@ -33,6 +33,30 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", settings.redacted_json());
                 Ok(())
             }
+            Command::Keys(cmd) => {
+                let store = eva_hub::app::open_store(&settings).await?;
+                if store.name() == "memory" {
+                    anyhow::bail!(
+                        "API keys live in the database, and store.database_url names the memory \
+                         store, which forgets them when this command exits: set \
+                         store.database_url (or DATABASE_URL, --database-url) to the hub's database"
+                    );
+                }
+                store.migrate().await.context("migration failed")?;
+                eva_hub::commands::keys(
+                    store.as_ref(),
+                    &cmd,
+                    &mut std::io::stdout(),
+                    &mut std::io::stderr(),
+                )
+                .await
+            }
+            Command::Token(args) => eva_hub::commands::token(
+                &settings,
+                &args,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            ),
         }
     })
 }

@@ -133,6 +133,20 @@ pub fn frame_in_rejected(reason: &'static str) {
     counter!("eva_frames_rejected_total", "reason" => reason).increment(1);
 }
 
+/// A credential or handshake refused; `reason` is a closed set (`missing`,
+/// `invalid`, `expired`, `forbidden`, `unavailable`, `quota`, `inactive`,
+/// `origin`).
+pub fn auth_refused(reason: &'static str) {
+    counter!("eva_auth_refused_total", "reason" => reason).increment(1);
+}
+
+/// A limit refused something; `limit` is a closed set
+/// (`connections_per_ip`, `connections_per_tenant`, `frames`, `abuse`,
+/// `questions`, `rest`).
+pub fn limit_hit(limit: &'static str) {
+    counter!("eva_limits_hit_total", "limit" => limit).increment(1);
+}
+
 /// One event delivered to `recipients` connections.
 pub fn frames_out(event: &Event, recipients: usize) {
     if recipients == 0 {

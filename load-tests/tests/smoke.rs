@@ -16,6 +16,8 @@ async fn in_process_hub() -> Hub {
     let mut settings = Settings::defaults();
     settings.auth.dev = true;
     settings.store.database_url = "memory".into();
+    // The harness measures the hub, not its abuse limits.
+    settings.limits = eva_hub::config::LimitSettings::unlimited();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backends = Backends {
         broker: Arc::new(MemoryBroker::new(settings.session.history_size)),

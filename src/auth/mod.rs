@@ -1,12 +1,26 @@
 //! Who is calling: credentials in, [`Identity`] (WebSocket connections) or
-//! [`Principal`] (REST callers) out.
+//! [`Principal`] (REST callers) out; plus the limits every caller is held
+//! to and the browser origin policy.
 //!
-//! Implementations:
+//! Implementations of [`Authenticator`]:
+//! * [`credentials::CredentialAuthenticator`]: production. Connection
+//!   tokens are JWTs verified against configured keys ([`jwt`]); REST
+//!   callers hold API keys kept as SHA-256 hashes in the store
+//!   ([`api_key`]).
 //! * [`dev::DevAuthenticator`]: `eva-hub serve --dev`. Trusts whatever the
 //!   client claims. Never for anything reachable from a network you do not
 //!   own.
+//!
+//! Invariant for every module here: a credential (token, API key, secret)
+//! is never logged, never echoed in an error, and never put in a URL.
+//! Logs name the subject a credential resolved to, or why it was refused.
 
+pub mod api_key;
+pub mod credentials;
 pub mod dev;
+pub mod jwt;
+pub mod limits;
+pub mod origin;
 
 use std::fmt;
 
@@ -15,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{SessionId, TenantId};
 use crate::protocol::model::Role;
+use uuid::Uuid;
 
 /// An authenticated WebSocket connection.
 #[derive(Clone, PartialEq, Debug)]
@@ -27,8 +42,9 @@ pub struct Identity {
     pub name: Option<String>,
     /// Sessions this identity may join; `None` means any of its tenant's.
     pub sessions: Option<Vec<SessionId>>,
-    /// When the credential expires, Unix seconds. The connection is closed
-    /// with `token_expired` then.
+    /// When the credential expires, Unix seconds (a token's `exp` plus the
+    /// tolerated clock skew). The connection is closed with
+    /// `token_expired` (4002) then.
     pub expires_at: Option<u64>,
 }
 
@@ -41,16 +57,17 @@ impl Identity {
 /// What a REST caller may do. See `docs/SECURITY.md`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum Scope {
-    /// Read sessions, history and alerts.
+    /// Read sessions, their history and alerts.
     #[serde(rename = "eva:read")]
     Read,
-    /// Create sessions, change their lifecycle, publish events.
+    /// Create sessions, change their lifecycle, publish events, mint
+    /// participant and renderer tokens.
     #[serde(rename = "eva:write")]
     Write,
-    /// Act as an operator: mint operator tokens, intervene.
+    /// Mint operator tokens (operators intervene in sessions).
     #[serde(rename = "eva:operate")]
     Operate,
-    /// Manage API keys.
+    /// Manage the tenant's API keys; implies every other scope.
     #[serde(rename = "eva:admin")]
     Admin,
 }
@@ -75,9 +92,13 @@ impl Scope {
 /// An authenticated REST caller (a backend service holding an API key).
 #[derive(Clone, PartialEq, Debug)]
 pub struct Principal {
+    /// Who acts, as events and audit rows name it (an API key's name).
     pub subject: String,
     pub tenant: TenantId,
     pub scopes: Vec<Scope>,
+    /// The API key used, if any: REST limits and the quota are per key and
+    /// tenant. `None` for development callers.
+    pub key_id: Option<Uuid>,
 }
 
 impl Principal {
@@ -101,6 +122,58 @@ pub enum AuthError {
     Forbidden(String),
     #[error("authentication backend unavailable: {0}")]
     Unavailable(String),
+    /// The tenant's monthly API quota is used up.
+    #[error("API quota exhausted")]
+    QuotaExceeded,
+}
+
+impl AuthError {
+    /// A metric label for the refusal.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::Expired => "expired",
+            AuthError::Forbidden(_) => "forbidden",
+            AuthError::Unavailable(_) => "unavailable",
+            AuthError::QuotaExceeded => "quota",
+        }
+    }
+}
+
+/// What a backend asks a connection token for (`POST /v1/tokens`,
+/// `eva-hub token`). Checked by the caller (scopes, session ownership)
+/// before it reaches [`Authenticator::issue`].
+#[derive(Clone, PartialEq, Debug)]
+pub struct Grant {
+    pub tenant: TenantId,
+    pub subject: String,
+    pub role: Role,
+    pub name: Option<String>,
+    /// Sessions the token may join; `None`: any session of the tenant.
+    pub sessions: Option<Vec<SessionId>>,
+    /// Requested lifetime; the configured default if `None`, never more
+    /// than the configured maximum.
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// A minted connection token. Shown to the backend once; the hub keeps no
+/// copy.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub token_type: String,
+    /// Unix seconds; `None` for development tokens, which never expire.
+    pub expires_at: Option<u64>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"***")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 #[async_trait]
@@ -111,6 +184,17 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
 
     /// Authenticates a REST caller from its bearer credential, if any.
     async fn backend(&self, credential: Option<&str>) -> Result<Principal, AuthError>;
+
+    /// Counts one REST call against the caller's quota; refuses with
+    /// [`AuthError::QuotaExceeded`] once it is used up. Callers without a
+    /// quota (development) pass.
+    async fn charge(&self, principal: &Principal) -> Result<(), AuthError> {
+        let _ = principal;
+        Ok(())
+    }
+
+    /// Mints a connection token for `grant`.
+    fn issue(&self, grant: &Grant) -> Result<IssuedToken, AuthError>;
 
     /// True for the development authenticator, which the hub announces
     /// loudly.

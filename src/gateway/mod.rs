@@ -6,6 +6,7 @@
 //! stop accepting, let in-flight requests finish, hand WebSockets to the
 //! hub's drain.
 
+pub mod credentials;
 pub mod rest;
 pub mod ws;
 
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -39,6 +40,12 @@ pub fn router(hub: Hub) -> Router {
         .route("/v1/sessions/{id}/conversation", get(rest::conversation))
         .route("/v1/sessions/{id}/interventions", get(rest::interventions))
         .route("/v1/sessions/{id}/alerts", get(rest::alerts))
+        .route("/v1/tokens", post(credentials::mint_token))
+        .route(
+            "/v1/keys",
+            post(credentials::create_key).get(credentials::list_keys),
+        )
+        .route("/v1/keys/{id}", delete(credentials::revoke_key))
         .route("/healthz", get(rest::healthz))
         .route("/readyz", get(rest::readyz))
         .fallback(rest::not_found)

@@ -56,7 +56,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The authenticated REST caller.
 #[derive(Debug)]
@@ -74,28 +74,51 @@ impl FromRequestParts<Hub> for Caller {
         if header.is_some() && credential.is_none() {
             return Err(refuse(ErrorCode::Unauthorized, "malformed Authorization header").into());
         }
-        match hub.auth.backend(credential).await {
-            Ok(p) => Ok(Caller(p)),
-            Err(e) => {
-                tracing::info!(error = %e, "REST authentication refused");
-                let (code, msg) = match e {
-                    AuthError::Forbidden(_) => {
-                        (ErrorCode::Forbidden, "these credentials do not allow this")
-                    }
-                    AuthError::Unavailable(_) => (
-                        ErrorCode::Unavailable,
-                        "authentication is unavailable; retry",
-                    ),
-                    _ => (ErrorCode::Unauthorized, "missing or invalid credentials"),
-                };
-                Err(refuse(code, msg).into())
-            }
+        let principal = hub
+            .auth
+            .backend(credential)
+            .await
+            .map_err(|e| credential_refusal(&e))?;
+        if let Some(key) = principal.key_id
+            && let Err(e) = hub.limiter.rest_call(key).await
+        {
+            crate::metrics::limit_hit("rest");
+            return Err(e.into());
         }
+        hub.auth
+            .charge(&principal)
+            .await
+            .map_err(|e| credential_refusal(&e))?;
+        Ok(Caller(principal))
     }
 }
 
+/// The client's view of a refused credential: what to do about it, never
+/// why a forged one failed.
+fn credential_refusal(e: &AuthError) -> ApiError {
+    tracing::info!(error = %e, "REST authentication refused");
+    crate::metrics::auth_refused(e.label());
+    let (code, msg) = match e {
+        AuthError::Forbidden(_) => (ErrorCode::Forbidden, "these credentials do not allow this"),
+        AuthError::Unavailable(_) => (
+            ErrorCode::Unavailable,
+            "authentication is unavailable; retry",
+        ),
+        AuthError::QuotaExceeded => (
+            ErrorCode::QuotaExceeded,
+            "this tenant's monthly API quota is used up",
+        ),
+        _ => (ErrorCode::Unauthorized, "missing or invalid credentials"),
+    };
+    refuse(code, msg).into()
+}
+
 impl Caller {
-    fn need(&self, scope: Scope) -> Result<&Principal, ApiError> {
+    /// The principal, if it holds `scope`.
+    ///
+    /// # Errors
+    /// `forbidden` naming the scope.
+    pub fn need(&self, scope: Scope) -> Result<&Principal, ApiError> {
         if self.0.has(scope) {
             Ok(&self.0)
         } else {

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,12 +22,14 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::rest::error_response;
+use crate::auth::limits::{Slot, TenantRefusal};
+use crate::auth::origin::OriginRefusal;
 use crate::auth::{AuthError, Identity, bearer};
 use crate::connection::io::ServerIo;
 use crate::connection::outbox::Outbox;
 use crate::connection::{CLOSE_LINGER, ConnHandle, write_loop};
 use crate::hub::client::{Client, Next};
-use crate::hub::{Hub, refuse};
+use crate::hub::{Hub, HubError, refuse};
 use crate::protocol::{CloseCode, Codec, ErrorCode, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 
 /// Picks the first subprotocol the client offers that the hub speaks.
@@ -86,12 +89,41 @@ pub async fn upgrade(
             "the hub is shutting down; reconnect to another node",
         ));
     }
-    // Credentials in the header are checked before the upgrade, so a bad
-    // token never gets a WebSocket. Without a header, the client has
-    // `auth_timeout_ms` to send an `auth` frame.
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // Cross-site WebSocket hijacking: a browser page of another site is
+    // refused before anything else about it is looked at.
+    if let Err(e) = hub.origins.check(
+        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        headers.contains_key(header::AUTHORIZATION),
+    ) {
+        tracing::info!(%peer, refusal = %e, "WebSocket handshake refused by the origin policy");
+        crate::metrics::auth_refused("origin");
+        return match e {
+            OriginRefusal::NotAllowed => {
+                error_response(&refuse(ErrorCode::Forbidden, "this origin may not connect"))
+            }
+            OriginRefusal::CredentialsRequired => error_response(&refuse(
+                ErrorCode::Unauthorized,
+                "missing or invalid credentials",
+            )),
+        };
+    }
+    // Before the credentials are checked, so a flood from one address
+    // cannot make the hub verify signatures for it.
+    let mut slots = Vec::with_capacity(2);
+    match hub.limiter.admit_ip(peer.ip()).await {
+        Ok(slot) => slots.extend(slot),
+        Err(e) => {
+            tracing::info!(%peer, "WebSocket handshake refused: too many connections from this address");
+            crate::metrics::limit_hit("connections_per_ip");
+            return error_response(&e);
+        }
+    }
+    // Credentials in the header are checked before the upgrade, so a bad
+    // token never gets a WebSocket. Without a header, the client has
+    // `auth_timeout_ms` to send an `auth` frame.
     let identity = match bearer(authorization) {
         Some(token) => match hub.auth.connection(token).await {
             // Boxed: the connection task keeps it until it is installed.
@@ -106,6 +138,22 @@ pub async fn upgrade(
         }
         None => None,
     };
+    if let Some(identity) = &identity {
+        match hub.admit_tenant(identity).await {
+            Ok(slot) => slots.extend(slot),
+            Err(TenantRefusal::Full) => {
+                crate::metrics::limit_hit("connections_per_tenant");
+                tracing::info!(%peer, tenant = %identity.tenant, "WebSocket handshake refused: tenant connection limit");
+                return error_response(&HubError::RateLimited {
+                    what: "connections for this tenant",
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            Err(TenantRefusal::Inactive) => {
+                return auth_refusal(&AuthError::Invalid("tenant deactivated".into()), peer);
+            }
+        }
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     tokio::spawn(async move {
@@ -122,7 +170,16 @@ pub async fn upgrade(
                 // only its bytes, or every connection pins that buffer.
                 let early = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                run_connection(hub, parts.io.into_inner(), early, codec, identity, peer).await
+                run_connection(
+                    hub,
+                    parts.io.into_inner(),
+                    early,
+                    codec,
+                    identity,
+                    peer,
+                    slots,
+                )
+                .await
             }
             Err(_) => tracing::error!("upgraded connection is not a TcpStream"),
         }
@@ -142,8 +199,11 @@ pub async fn upgrade(
 }
 
 fn auth_refusal(e: &AuthError, peer: SocketAddr) -> Response {
-    // The log says why; the client only learns that it was refused.
+    // The log says why; the client only learns that it was refused, in the
+    // same words whatever the reason, so refusals cannot be used to probe
+    // which part of a forged token was right.
     tracing::info!(%peer, error = %e, "WebSocket authentication refused");
+    crate::metrics::auth_refused(e.label());
     let code = match e {
         AuthError::Forbidden(_) => ErrorCode::Forbidden,
         AuthError::Unavailable(_) => ErrorCode::Unavailable,
@@ -181,7 +241,9 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
         .max_frame_size(Some(ws.max_frame_bytes))
 }
 
-/// Runs one connection from upgrade to teardown.
+/// Runs one connection from upgrade to teardown. `slots` are the
+/// connection slots taken at the handshake; they are given back when the
+/// connection ends.
 pub async fn run_connection(
     hub: Hub,
     tcp: TcpStream,
@@ -189,6 +251,7 @@ pub async fn run_connection(
     codec: Codec,
     identity: Option<Box<Identity>>,
     peer: SocketAddr,
+    slots: Vec<Slot>,
 ) {
     let _ = tcp.set_nodelay(true);
     let sndbuf = hub.settings.websocket.send_buffer_bytes;
@@ -198,7 +261,8 @@ pub async fn run_connection(
     let (rd, wr) = tcp.into_split();
     let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
     let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
-    let mut client = Client::new(conn.clone());
+    let mut client = Client::new(conn.clone(), hub.limiter.connection());
+    client.slots = slots;
     if let Some(identity) = identity {
         hub.welcome(&mut client, *identity);
     }

@@ -10,7 +10,8 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::{Hub, HubError, commit_ack, not_found, refuse, ts};
-use crate::auth::Identity;
+use crate::auth::limits::{ConnLimiter, FrameClass, Slot, TenantRefusal, Verdict};
+use crate::auth::{AuthError, Identity};
 use crate::broker::{Origin, Published};
 use crate::connection::ConnHandle;
 use crate::ids::{EventId, SessionId, now_ms};
@@ -40,6 +41,10 @@ pub struct Client {
     /// Display name given at join (participants).
     display_name: Option<String>,
     bad_frames: u32,
+    /// This connection's token buckets.
+    limiter: ConnLimiter,
+    /// Connection slots (address, tenant) held until the connection ends.
+    pub slots: Vec<Slot>,
 }
 
 /// What the connection task should do after a frame.
@@ -50,12 +55,14 @@ pub enum Next {
 }
 
 impl Client {
-    pub fn new(conn: Arc<ConnHandle>) -> Client {
+    pub fn new(conn: Arc<ConnHandle>, limiter: ConnLimiter) -> Client {
         Client {
             conn,
             joined: Vec::new(),
             display_name: None,
             bad_frames: 0,
+            limiter,
+            slots: Vec::new(),
         }
     }
 
@@ -225,8 +232,21 @@ impl Hub {
         let role = identity.role;
         let subject = identity.subject.clone();
         let tenant = identity.tenant;
+        let expires_at = identity.expires_at;
         if !client.conn.set_identity(identity) {
             return;
+        }
+        client.limiter = self.limiter.connection_for(Some(role));
+        if let Some(exp) = expires_at {
+            // Closed the moment the credential expires, not at the next
+            // heartbeat sweep (which stays as a backstop).
+            let left = (exp.saturating_mul(1000)).saturating_sub(now_ms());
+            self.timers.schedule(
+                std::time::Duration::from_millis(left),
+                super::timers::Job::TokenExpiry {
+                    conn: client.conn.id,
+                },
+            );
         }
         m::connection_opened(role);
         client.conn.send(&ServerFrame::Welcome {
@@ -262,18 +282,28 @@ impl Hub {
         m::frame_in(frame.name());
         if client.conn.identity().is_none() {
             return match frame {
-                ClientFrame::Auth { token } => match self.auth.connection(&token).await {
-                    Ok(identity) => {
-                        self.welcome(client, identity);
-                        Next::Continue
-                    }
-                    Err(e) => {
-                        tracing::info!(conn = %client.conn.id, error = %e, "authentication failed");
-                        Next::Close(CloseCode::Unauthorized)
-                    }
-                },
+                ClientFrame::Auth { token } => self.authenticate(client, &token).await,
                 _ => Next::Close(CloseCode::Unauthorized),
             };
+        }
+        match client.limiter.check(FrameClass::of(&frame)) {
+            Verdict::Pass => {}
+            Verdict::Limited(retry_after) => {
+                m::limit_hit("frames");
+                client.conn.send(&ServerFrame::Error {
+                    code: ErrorCode::RateLimited,
+                    message: "too many frames; slow down".into(),
+                    id: frame.client_id().map(str::to_owned),
+                    session: frame.session(),
+                    retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
+                });
+                return Next::Continue;
+            }
+            Verdict::Abuse => {
+                m::limit_hit("abuse");
+                tracing::info!(conn = %client.conn.id, peer = %client.conn.peer, "closing a connection that keeps exceeding its rate limits");
+                return Next::Close(CloseCode::RateLimited);
+            }
         }
         let id = frame.client_id().map(str::to_owned);
         let session = frame.session();
@@ -296,6 +326,39 @@ impl Hub {
                 Next::Continue
             }
         }
+    }
+
+    /// The first-frame `auth` of a connection without an `Authorization`
+    /// header: the same validation as the header, then the tenant's
+    /// connection limit.
+    async fn authenticate(&self, client: &mut Client, token: &str) -> Next {
+        let identity = match self.auth.connection(token).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::info!(conn = %client.conn.id, peer = %client.conn.peer, error = %e, "authentication failed");
+                m::auth_refused(e.label());
+                return Next::Close(match e {
+                    AuthError::Expired => CloseCode::TokenExpired,
+                    AuthError::Forbidden(_) => CloseCode::Forbidden,
+                    AuthError::Unavailable(_) => CloseCode::InternalError,
+                    _ => CloseCode::Unauthorized,
+                });
+            }
+        };
+        match self.admit_tenant(&identity).await {
+            Ok(slot) => client.slots.extend(slot),
+            Err(TenantRefusal::Full) => {
+                m::limit_hit("connections_per_tenant");
+                tracing::info!(conn = %client.conn.id, tenant = %identity.tenant, "tenant connection limit reached");
+                return Next::Close(CloseCode::Overloaded);
+            }
+            Err(TenantRefusal::Inactive) => {
+                m::auth_refused("inactive");
+                return Next::Close(CloseCode::Unauthorized);
+            }
+        }
+        self.welcome(client, identity);
+        Next::Continue
     }
 
     async fn dispatch(&self, client: &mut Client, frame: ClientFrame) -> Result<(), HubError> {
@@ -492,6 +555,10 @@ impl Hub {
                 validate_id(&id)?;
                 validate_text("text", &text, self.settings.session.max_text_bytes)?;
                 let s = client.joined(session)?;
+                if let Err(e) = self.limiter.question(me.tenant, &me.subject).await {
+                    m::limit_hit("questions");
+                    return Err(e);
+                }
                 self.question(client, &s, id, text).await
             }
             ClientFrame::Takeover {

@@ -16,6 +16,13 @@ pub enum HubError {
     /// The durable backlog is full; the sender keeps its message.
     #[error("the durable backlog is full")]
     BacklogFull { retry_after: Duration },
+    /// A limit was reached; `what` names it for the client ("frames",
+    /// "questions", "connections from your address"...).
+    #[error("rate limited: too many {what}")]
+    RateLimited {
+        what: &'static str,
+        retry_after: Duration,
+    },
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
     #[error("store: {0}")]
@@ -56,6 +63,7 @@ impl HubError {
         match self {
             HubError::Refused { code, .. } => *code,
             HubError::BacklogFull { .. } => ErrorCode::BacklogFull,
+            HubError::RateLimited { .. } => ErrorCode::RateLimited,
             HubError::Broker(_) => ErrorCode::Unavailable,
             HubError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             HubError::Store(StoreError::Rejected(_)) | HubError::Duplicate(_) => {
@@ -66,7 +74,9 @@ impl HubError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            HubError::BacklogFull { retry_after } => Some(*retry_after),
+            HubError::BacklogFull { retry_after } | HubError::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
             HubError::Broker(_) | HubError::Store(StoreError::Unavailable(_)) => Some(OUTAGE_RETRY),
             HubError::Refused { code, .. } if code.retryable() => Some(OUTAGE_RETRY),
             _ => None,
@@ -81,6 +91,10 @@ impl HubError {
             HubError::BacklogFull { .. } => {
                 "the hub cannot store more right now; keep the message and retry".to_owned()
             }
+            HubError::RateLimited { what, retry_after } => format!(
+                "too many {what}; retry after {} ms",
+                retry_after.as_millis()
+            ),
             HubError::Broker(_) => "the broker is unavailable; retry".to_owned(),
             HubError::Store(StoreError::Unavailable(_)) => {
                 "the database is unavailable; retry".to_owned()

@@ -25,6 +25,8 @@ use dashmap::DashMap;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::auth::limits::{Limits, Slot, TenantRefusal};
+use crate::auth::origin::OriginPolicy;
 use crate::auth::{Authenticator, Principal};
 use crate::broker::{Broker, BrokerError, BrokerHandler, Condition, Origin, Published};
 use crate::config::Settings;
@@ -81,6 +83,10 @@ pub struct HubInner {
     pub broker: Arc<dyn Broker>,
     pub writer: BatchWriter,
     pub auth: Arc<dyn Authenticator>,
+    /// Connection, frame, question and REST limits.
+    pub limiter: Limits,
+    /// Which browser origins may open a WebSocket.
+    pub origins: OriginPolicy,
     sessions: DashMap<SessionId, Arc<Session>>,
     conns: DashMap<ConnId, Arc<ConnHandle>>,
     timers: Timers,
@@ -151,11 +157,25 @@ impl Hub {
             max_bytes: ws.outbound_max_bytes,
             conflate_after: ws.conflate_after_bytes,
         };
+        // Settings::load validated the origins; settings built in code
+        // may not have been, and a bad entry then admits no browser.
+        let origins = OriginPolicy::from_settings(&settings.auth).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "invalid origin policy; refusing every browser origin");
+            let mut auth = settings.auth.clone();
+            auth.allowed_origins.clear();
+            auth.dev = false;
+            OriginPolicy::from_settings(&auth).expect("an empty allow-list is valid")
+        });
+        // Node-local counters; a cluster-wide `Counters` can be put here
+        // (Limits::new) without changing any caller.
+        let limiter = Limits::local(&settings.limits);
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| HubInner {
             settings: settings.clone(),
             broker: broker.clone(),
             writer,
             auth,
+            limiter,
+            origins,
             sessions: DashMap::new(),
             conns: DashMap::new(),
             timers: Timers::start(weak.clone()),
@@ -199,6 +219,21 @@ impl Hub {
 
     pub fn unregister(&self, id: ConnId) {
         self.conns.remove(&id);
+    }
+
+    /// Takes a connection slot of the identity's tenant (see
+    /// [`Limits::admit_tenant`]).
+    ///
+    /// # Errors
+    /// [`TenantRefusal`] when the tenant is full or deactivated.
+    pub async fn admit_tenant(
+        &self,
+        identity: &crate::auth::Identity,
+    ) -> Result<Option<Slot>, TenantRefusal> {
+        let store = self.writer.store();
+        self.limiter
+            .admit_tenant(identity.tenant, store.as_ref(), self.auth.insecure())
+            .await
     }
 
     pub fn connection_count(&self) -> usize {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{Hub, HubInner, progress_row, state_row};
 use crate::broker::Origin;
-use crate::ids::{EventId, SessionId, now_ms};
+use crate::ids::{ConnId, EventId, SessionId, now_ms};
 use crate::metrics as m;
 use crate::protocol::codec::ping_frame;
 use crate::protocol::model::{AlertType, ReleaseReason, Role, Severity};
@@ -44,7 +44,9 @@ pub enum Job {
     /// Finish stopping if the renderer never confirmed.
     StopTimeout { session: SessionId },
     /// Close the connection if it has not authenticated yet.
-    AuthDeadline { conn: crate::ids::ConnId },
+    AuthDeadline { conn: ConnId },
+    /// Close the connection (4002) if its credential has expired.
+    TokenExpiry { conn: ConnId },
 }
 
 #[derive(Debug)]
@@ -207,6 +209,29 @@ impl Hub {
                     c.outbox.close(CloseCode::AuthTimeout);
                 }
             }
+            Job::TokenExpiry { conn } => {
+                let Some(c) = self.conns.get(&conn).map(|c| c.clone()) else {
+                    return;
+                };
+                let Some(exp_ms) = c
+                    .identity()
+                    .and_then(|i| i.expires_at)
+                    .map(|exp| exp.saturating_mul(1000))
+                else {
+                    return;
+                };
+                let now = now_ms();
+                if exp_ms <= now {
+                    c.outbox.close(CloseCode::TokenExpired);
+                } else {
+                    // The timer runs on the monotonic clock, expiry on the
+                    // wall clock; if they disagree, check again later.
+                    self.timers.schedule(
+                        Duration::from_millis(exp_ms - now),
+                        Job::TokenExpiry { conn },
+                    );
+                }
+            }
             Job::StopTimeout { session } => {
                 let Some(s) = self.loaded(session) else {
                     return;
@@ -249,6 +274,7 @@ pub fn start_ticker(hub: Weak<HubInner>) {
             if last_eviction.elapsed() >= Duration::from_secs(5) {
                 last_eviction = Instant::now();
                 hub.evict_ended().await;
+                hub.limiter.sweep();
             }
         }
     });
@@ -323,7 +349,11 @@ impl Hub {
                 None if now.saturating_sub(conn.opened_ms) >= ws.auth_timeout_ms => {
                     Some(CloseCode::AuthTimeout)
                 }
-                Some(id) if id.expires_at.is_some_and(|exp| exp * 1000 <= now) => {
+                Some(id)
+                    if id
+                        .expires_at
+                        .is_some_and(|exp| exp.saturating_mul(1000) <= now) =>
+                {
                     Some(CloseCode::TokenExpired)
                 }
                 _ if now.saturating_sub(conn.last_seen_ms()) >= idle_ms => {

@@ -41,8 +41,12 @@ pub enum ErrorCode {
     UnknownReference,
     /// The session has ended; it accepts no more events.
     SessionEnded,
-    /// Too many frames or questions; retry after `retry_after_ms`.
+    /// Too many frames, questions, connections or REST calls; retry after
+    /// `retry_after_ms`.
     RateLimited,
+    /// The tenant's monthly API quota is used up; retrying will not help
+    /// until it is reset.
+    QuotaExceeded,
     /// The durable backlog is full; keep the message and retry after
     /// `retry_after_ms`.
     BacklogFull,
@@ -83,6 +87,7 @@ impl ErrorCode {
             ErrorCode::UnknownReference => "unknown_reference",
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::BacklogFull => "backlog_full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -105,7 +110,7 @@ impl ErrorCode {
             | ErrorCode::NotController
             | ErrorCode::SessionEnded => 409,
             ErrorCode::UnknownReference => 422,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::BacklogFull | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -72,8 +72,10 @@ impl Ack {
                 frame,
                 on_error,
             } => {
+                // The ordinary lane: the event this acknowledges was queued
+                // when it was published, so the ack always follows it.
                 if let Some(o) = outbox.upgrade() {
-                    o.push_urgent(if result.is_ok() { frame } else { on_error });
+                    o.push(if result.is_ok() { frame } else { on_error }, None, 0);
                 }
             }
             Ack::Notify(tx) => {

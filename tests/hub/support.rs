@@ -42,6 +42,8 @@ pub fn test_settings() -> Settings {
     s.session.stop_timeout_ms = 500;
     s.server.shutdown_grace_ms = 3000;
     s.store.flush_interval_ms = 2;
+    // These tests measure the hub, not its abuse limits (tests/security).
+    s.limits = eva_hub::config::LimitSettings::unlimited();
     s
 }
 

@@ -1,0 +1,654 @@
+//! Abuse limits: how many connections a tenant and an address may hold,
+//! how fast a connection may send, how many questions a participant may
+//! ask, how fast an API key may call.
+//!
+//! Layers, outermost first (each with its own refusal):
+//!
+//! | limit | where | refusal |
+//! |---|---|---|
+//! | connections per IP | handshake, before credentials are checked | HTTP 429 `rate_limited` |
+//! | connections per tenant | after credentials | HTTP 429 `rate_limited`, or close 4004 after an `auth` frame |
+//! | frames per connection, and per class | every frame | `error` `rate_limited` with `retry_after_ms` |
+//! | persistent abuse | every refused frame | close 4003 |
+//! | questions per participant | `question` | `error` `rate_limited` with `retry_after_ms` |
+//! | REST calls per API key | every REST call | HTTP 429 `rate_limited` |
+//!
+//! Counters are node-local. Every counter that spans connections
+//! (concurrent connections, questions per participant, calls per API key)
+//! goes through the [`Counters`] trait, so a cluster-wide implementation
+//! (through the broker) can replace [`LocalCounters`] without touching the
+//! callers. A connection's own token buckets stay local: a connection
+//! lives on one node.
+//!
+//! Per-frame checks are a clock read and one or two atomic
+//! compare-and-swaps on the connection's own buckets; nothing allocates.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
+
+use crate::config::LimitSettings;
+use crate::hub::HubError;
+use crate::ids::TenantId;
+use crate::protocol::ClientFrame;
+use crate::protocol::model::Role;
+use crate::store::Store;
+
+/// What a connection slot counts against.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum SlotKey {
+    Ip(IpAddr),
+    Tenant(TenantId),
+}
+
+/// What a rate counts against.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum RateKey {
+    /// Questions of one participant (tenant and subject).
+    Questions(TenantId, String),
+    /// REST calls of one API key.
+    ApiKey(Uuid),
+}
+
+/// Counters shared by connections: concurrent slots, and event rates.
+#[async_trait]
+pub trait Counters: Send + Sync + fmt::Debug + 'static {
+    /// Takes one slot of `key` if fewer than `limit` are held. `Err` means
+    /// the counter could not be reached; callers then let the connection
+    /// in (availability over strictness) and log it.
+    async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String>;
+
+    /// Gives a slot back. Runs from `Drop`, so it must not block; a remote
+    /// implementation sends the decrement in the background.
+    fn release(&self, key: SlotKey);
+
+    /// Counts one event of `key` against its configured rate:
+    /// `Ok(Err(wait))` when over it, `Err` when the counter could not be
+    /// reached (the event is then allowed).
+    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String>;
+}
+
+/// [`Counters`] for one node.
+pub struct LocalCounters {
+    held: DashMap<SlotKey, u32>,
+    questions: Option<DefaultKeyedRateLimiter<(TenantId, String)>>,
+    api_keys: Option<DefaultKeyedRateLimiter<Uuid>>,
+}
+
+impl fmt::Debug for LocalCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCounters")
+            .field("slot_keys", &self.held.len())
+            .finish()
+    }
+}
+
+impl LocalCounters {
+    /// Counters with the rates of `settings`.
+    pub fn new(settings: &LimitSettings) -> LocalCounters {
+        LocalCounters {
+            held: DashMap::new(),
+            questions: NonZeroU32::new(settings.questions_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            api_keys: quota(settings.rest_per_s, settings.rest_burst).map(RateLimiter::keyed),
+        }
+    }
+
+    /// Slots held for `key` (for tests and gauges).
+    pub fn held(&self, key: SlotKey) -> u32 {
+        self.held.get(&key).map(|v| *v).unwrap_or(0)
+    }
+
+    /// Forgets rate state that is back to "fresh", so the maps only hold
+    /// recent callers; run periodically.
+    pub fn sweep(&self) {
+        if let Some(l) = &self.questions {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.api_keys {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+#[async_trait]
+impl Counters for LocalCounters {
+    async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
+        let mut n = self.held.entry(key).or_insert(0);
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+
+    fn release(&self, key: SlotKey) {
+        // Invariant: an entry exists while a slot is held; the last release
+        // removes it, so the map only holds keys in use.
+        self.held.remove_if_mut(&key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String> {
+        fn check<K: std::hash::Hash + Eq + Clone>(
+            l: &Option<DefaultKeyedRateLimiter<K>>,
+            k: &K,
+        ) -> Result<(), Duration> {
+            match l {
+                None => Ok(()),
+                Some(l) => l
+                    .check_key(k)
+                    .map_err(|n| n.wait_time_from(l.clock().now())),
+            }
+        }
+        Ok(match key {
+            RateKey::Questions(t, s) => {
+                // The key is cloned into the map only for a participant
+                // seen for the first time in the window.
+                check(&self.questions, &(*t, s.clone()))
+            }
+            RateKey::ApiKey(id) => check(&self.api_keys, id),
+        })
+    }
+}
+
+/// A held connection slot; dropping it gives the slot back.
+pub struct Slot {
+    counter: Arc<dyn Counters>,
+    key: SlotKey,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Slot").field(&self.key).finish()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counter.release(self.key);
+    }
+}
+
+/// Why a connection was not admitted for its tenant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TenantRefusal {
+    /// The tenant holds all the connections it may.
+    Full,
+    /// The tenant is deactivated.
+    Inactive,
+}
+
+/// How long a tenant's connection limit is cached: changing a tenant
+/// record takes at most this long to apply.
+const TENANT_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Suggested wait for a refused connection.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug)]
+struct TenantCap {
+    /// 0: unlimited.
+    limit: u32,
+    active: bool,
+}
+
+/// A token bucket (GCRA) for one connection and one class of frames.
+type Bucket = DefaultDirectRateLimiter;
+
+fn quota(per_s: u32, burst: u32) -> Option<Quota> {
+    let per_s = NonZeroU32::new(per_s)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(per_s);
+    Some(Quota::per_second(per_s).allow_burst(burst))
+}
+
+/// The hub-wide limits.
+pub struct Limits {
+    settings: LimitSettings,
+    counters: Arc<dyn Counters>,
+    /// Sweeps the node-local counters, when those are the ones in use.
+    local: Option<Arc<LocalCounters>>,
+    tenants: DashMap<TenantId, (Instant, TenantCap)>,
+    frames: Option<Quota>,
+    telemetry: Option<Quota>,
+    interactions: Option<Quota>,
+    joins: Option<Quota>,
+    strikes: Option<Quota>,
+    /// The same quotas scaled for renderers (see [`Limits::connection_for`]).
+    renderer: RendererQuotas,
+    clock: DefaultClock,
+}
+
+/// Renderers are the tenant's own engine pushing state, metrics and
+/// answers, far more often than an audience member; they get the same
+/// buckets scaled by `renderer_rate_multiplier`, which still caps what a
+/// stolen renderer token can do to a session.
+#[derive(Clone, Copy)]
+struct RendererQuotas {
+    frames: Option<Quota>,
+    telemetry: Option<Quota>,
+    interactions: Option<Quota>,
+    joins: Option<Quota>,
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limits")
+            .field("settings", &self.settings)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl Limits {
+    /// Limits with node-local counters.
+    pub fn local(settings: &LimitSettings) -> Limits {
+        let local = Arc::new(LocalCounters::new(settings));
+        let mut l = Limits::new(settings, local.clone());
+        l.local = Some(local);
+        l
+    }
+
+    /// Limits over any [`Counters`] implementation (a cluster-wide one).
+    pub fn new(settings: &LimitSettings, counters: Arc<dyn Counters>) -> Limits {
+        let s = settings;
+        let strikes = NonZeroU32::new(s.strikes).and_then(|n| {
+            let window = Duration::from_secs(s.strike_window_s.max(1));
+            Quota::with_period(window / n.get()).map(|q| q.allow_burst(n))
+        });
+        Limits {
+            settings: s.clone(),
+            counters,
+            local: None,
+            tenants: DashMap::new(),
+            frames: quota(s.frames_per_s, s.frames_burst),
+            telemetry: quota(s.telemetry_per_s, s.telemetry_burst),
+            interactions: quota(s.interactions_per_s, s.interactions_burst),
+            joins: quota(s.joins_per_s, s.joins_burst),
+            renderer: {
+                let k = s.renderer_rate_multiplier.max(1);
+                let scaled = |per_s: u32, burst: u32| {
+                    quota(per_s.saturating_mul(k), burst.saturating_mul(k))
+                };
+                RendererQuotas {
+                    frames: scaled(s.frames_per_s, s.frames_burst),
+                    telemetry: scaled(s.telemetry_per_s, s.telemetry_burst),
+                    interactions: scaled(s.interactions_per_s, s.interactions_burst),
+                    joins: scaled(s.joins_per_s, s.joins_burst),
+                }
+            },
+            strikes,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    async fn take(&self, key: SlotKey, limit: u32) -> Option<Option<Slot>> {
+        if limit == 0 {
+            return Some(None);
+        }
+        match self.counters.acquire(key, limit).await {
+            Ok(true) => Some(Some(Slot {
+                counter: self.counters.clone(),
+                key,
+            })),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "connection counter unavailable; admitting");
+                Some(None)
+            }
+        }
+    }
+
+    /// Takes a connection slot for an address. `Ok(None)` when the limit is
+    /// off.
+    ///
+    /// # Errors
+    /// `rate_limited` when the address holds all it may.
+    pub async fn admit_ip(&self, ip: IpAddr) -> Result<Option<Slot>, HubError> {
+        self.take(SlotKey::Ip(ip), self.settings.connections_per_ip)
+            .await
+            .ok_or(HubError::RateLimited {
+                what: "connections from your address",
+                retry_after: CONNECT_RETRY,
+            })
+    }
+
+    /// Takes a connection slot for a tenant. Its limit is the tenant
+    /// record's `concurrent_sessions_limit`; without a record, or when
+    /// `dev` (development tenants are made up by clients), the configured
+    /// default.
+    ///
+    /// # Errors
+    /// [`TenantRefusal`].
+    pub async fn admit_tenant(
+        &self,
+        tenant: TenantId,
+        store: &dyn Store,
+        dev: bool,
+    ) -> Result<Option<Slot>, TenantRefusal> {
+        let cap = if dev {
+            TenantCap {
+                limit: self.settings.tenant_connections_default,
+                active: true,
+            }
+        } else {
+            self.tenant_cap(tenant, store).await
+        };
+        if !cap.active {
+            return Err(TenantRefusal::Inactive);
+        }
+        self.take(SlotKey::Tenant(tenant), cap.limit)
+            .await
+            .ok_or(TenantRefusal::Full)
+    }
+
+    async fn tenant_cap(&self, tenant: TenantId, store: &dyn Store) -> TenantCap {
+        if let Some(c) = self.tenants.get(&tenant)
+            && c.0.elapsed() < TENANT_CACHE_TTL
+        {
+            return c.1;
+        }
+        let default = TenantCap {
+            limit: self.settings.tenant_connections_default,
+            active: true,
+        };
+        let cap = match store.get_tenant(tenant).await {
+            Ok(Some(t)) => TenantCap {
+                // A non-positive limit in a record means "none allowed"
+                // would lock a tenant out by accident; it falls back to
+                // the default instead.
+                limit: u32::try_from(t.concurrent_sessions_limit)
+                    .ok()
+                    .filter(|l| *l > 0)
+                    .unwrap_or(default.limit),
+                active: t.is_active,
+            },
+            Ok(None) => default,
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "tenant lookup failed; default connection limit applies");
+                return default;
+            }
+        };
+        self.tenants.insert(tenant, (Instant::now(), cap));
+        cap
+    }
+
+    async fn hit(&self, key: RateKey, what: &'static str) -> Result<(), HubError> {
+        match self.counters.hit(&key).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wait)) => Err(HubError::RateLimited {
+                what,
+                retry_after: wait.max(Duration::from_millis(1)),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate counter unavailable; allowing");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a question of a participant.
+    ///
+    /// # Errors
+    /// `rate_limited` with the wait until the next question is allowed.
+    pub async fn question(&self, tenant: TenantId, subject: &str) -> Result<(), HubError> {
+        if self.settings.questions_per_minute == 0 {
+            return Ok(());
+        }
+        self.hit(RateKey::Questions(tenant, subject.to_owned()), "questions")
+            .await
+    }
+
+    /// Counts a REST call of an API key.
+    ///
+    /// # Errors
+    /// `rate_limited` with the wait until the next call is allowed.
+    pub async fn rest_call(&self, key: Uuid) -> Result<(), HubError> {
+        if self.settings.rest_per_s == 0 {
+            return Ok(());
+        }
+        self.hit(RateKey::ApiKey(key), "requests for this API key")
+            .await
+    }
+
+    /// The buckets of a new connection, before its role is known.
+    pub fn connection(&self) -> ConnLimiter {
+        self.connection_for(None)
+    }
+
+    /// The buckets of a connection with a known role.
+    pub fn connection_for(&self, role: Option<Role>) -> ConnLimiter {
+        let bucket = |q: Option<Quota>| q.map(|q| Bucket::direct_with_clock(q, self.clock.clone()));
+        let (frames, telemetry, interactions, joins) = match role {
+            Some(Role::Renderer) => (
+                self.renderer.frames,
+                self.renderer.telemetry,
+                self.renderer.interactions,
+                self.renderer.joins,
+            ),
+            _ => (self.frames, self.telemetry, self.interactions, self.joins),
+        };
+        ConnLimiter {
+            frames: bucket(frames),
+            telemetry: bucket(telemetry),
+            interactions: bucket(interactions),
+            joins: bucket(joins),
+            strikes: bucket(self.strikes),
+        }
+    }
+
+    /// Forgets idle rate state and stale tenant limits; run periodically
+    /// so the maps hold only recent callers.
+    pub fn sweep(&self) {
+        if let Some(l) = &self.local {
+            l.sweep();
+        }
+        self.tenants
+            .retain(|_, (at, _)| at.elapsed() < TENANT_CACHE_TTL);
+    }
+}
+
+/// Which bucket a frame draws from, besides the connection's own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FrameClass {
+    /// `ping`: only the connection bucket.
+    Control,
+    /// `join`, `leave`.
+    Join,
+    /// `state`, `context`, `metrics`.
+    Telemetry,
+    /// Everything a client does to a session.
+    Interaction,
+    /// `emergency_stop`: never rate-limited, so a stop always goes out.
+    Urgent,
+}
+
+impl FrameClass {
+    pub fn of(frame: &ClientFrame) -> FrameClass {
+        match frame {
+            ClientFrame::Ping { .. } | ClientFrame::Auth { .. } => FrameClass::Control,
+            ClientFrame::Join { .. } | ClientFrame::Leave { .. } => FrameClass::Join,
+            ClientFrame::State { .. }
+            | ClientFrame::Context { .. }
+            | ClientFrame::Metrics { .. } => FrameClass::Telemetry,
+            ClientFrame::EmergencyStop { .. } => FrameClass::Urgent,
+            ClientFrame::Status { .. }
+            | ClientFrame::Response { .. }
+            | ClientFrame::CommandAck { .. }
+            | ClientFrame::Question { .. }
+            | ClientFrame::Takeover { .. }
+            | ClientFrame::Release { .. }
+            | ClientFrame::Command { .. }
+            | ClientFrame::Suggestion { .. }
+            | ClientFrame::Correction { .. }
+            | ClientFrame::Approve { .. }
+            | ClientFrame::AckAlert { .. }
+            | ClientFrame::Publish { .. } => FrameClass::Interaction,
+        }
+    }
+}
+
+/// What the buckets say about a frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    Pass,
+    /// Refuse it; the client may retry after this long.
+    Limited(Duration),
+    /// Refused too often: close the connection (4003).
+    Abuse,
+}
+
+/// One connection's buckets, owned by its reader.
+pub struct ConnLimiter {
+    frames: Option<Bucket>,
+    telemetry: Option<Bucket>,
+    interactions: Option<Bucket>,
+    joins: Option<Bucket>,
+    strikes: Option<Bucket>,
+}
+
+impl fmt::Debug for ConnLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnLimiter")
+    }
+}
+
+impl ConnLimiter {
+    /// A limiter that lets everything pass.
+    pub fn unlimited() -> ConnLimiter {
+        ConnLimiter {
+            frames: None,
+            telemetry: None,
+            interactions: None,
+            joins: None,
+            strikes: None,
+        }
+    }
+
+    /// Draws one frame of `class` from the buckets.
+    pub fn check(&self, class: FrameClass) -> Verdict {
+        let class_bucket = match class {
+            FrameClass::Urgent => return Verdict::Pass,
+            FrameClass::Control => None,
+            FrameClass::Join => self.joins.as_ref(),
+            FrameClass::Telemetry => self.telemetry.as_ref(),
+            FrameClass::Interaction => self.interactions.as_ref(),
+        };
+        for bucket in [self.frames.as_ref(), class_bucket].into_iter().flatten() {
+            if let Err(n) = bucket.check() {
+                if let Some(s) = &self.strikes
+                    && s.check().is_err()
+                {
+                    return Verdict::Abuse;
+                }
+                return Verdict::Limited(n.wait_time_from(bucket.clock().now()));
+            }
+        }
+        Verdict::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::store::TenantRecord;
+    use crate::store::memory::MemoryStore;
+
+    fn settings() -> LimitSettings {
+        Settings::defaults().limits
+    }
+
+    #[tokio::test]
+    async fn slots_are_counted_and_given_back() {
+        let mut s = settings();
+        s.connections_per_ip = 2;
+        let slots = Arc::new(LocalCounters::new(&s));
+        let limits = Limits::new(&s, slots.clone());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = limits.admit_ip(ip).await.unwrap();
+        let b = limits.admit_ip(ip).await.unwrap();
+        assert!(limits.admit_ip(ip).await.is_err());
+        assert!(limits.admit_ip("10.0.0.2".parse().unwrap()).await.is_ok());
+        drop(a);
+        assert_eq!(slots.held(SlotKey::Ip(ip)), 1);
+        let _c = limits.admit_ip(ip).await.unwrap();
+        drop(b);
+        drop(_c);
+        assert_eq!(slots.held(SlotKey::Ip(ip)), 0);
+        assert!(slots.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn tenant_records_set_the_connection_limit() {
+        let limits = Limits::local(&settings());
+        let store = MemoryStore::new();
+        let t = TenantId::new();
+        let mut rec = TenantRecord::new(t, "t@example.com");
+        rec.concurrent_sessions_limit = 1;
+        store.ensure_tenant(&rec).await.unwrap();
+        let held = limits.admit_tenant(t, &store, false).await.unwrap();
+        assert_eq!(
+            limits.admit_tenant(t, &store, false).await.unwrap_err(),
+            TenantRefusal::Full
+        );
+        // Development ignores records.
+        assert!(limits.admit_tenant(t, &store, true).await.is_ok());
+        drop(held);
+        let inactive = TenantId::new();
+        let mut rec = TenantRecord::new(inactive, "off@example.com");
+        rec.is_active = false;
+        store.ensure_tenant(&rec).await.unwrap();
+        assert_eq!(
+            limits
+                .admit_tenant(inactive, &store, false)
+                .await
+                .unwrap_err(),
+            TenantRefusal::Inactive
+        );
+    }
+
+    #[test]
+    fn buckets_refuse_then_close_persistent_abuse() {
+        let mut s = settings();
+        s.frames_per_s = 1;
+        s.frames_burst = 3;
+        s.strikes = 2;
+        s.strike_window_s = 60;
+        let limits = Limits::local(&s);
+        let c = limits.connection();
+        for _ in 0..3 {
+            assert_eq!(c.check(FrameClass::Control), Verdict::Pass);
+        }
+        assert!(matches!(c.check(FrameClass::Control), Verdict::Limited(d) if d > Duration::ZERO));
+        assert_eq!(c.check(FrameClass::Urgent), Verdict::Pass);
+        assert!(matches!(c.check(FrameClass::Control), Verdict::Limited(_)));
+        assert_eq!(c.check(FrameClass::Control), Verdict::Abuse);
+    }
+
+    #[tokio::test]
+    async fn questions_per_participant() {
+        let mut s = settings();
+        s.questions_per_minute = 2;
+        let limits = Limits::local(&s);
+        let t = TenantId::new();
+        limits.question(t, "p").await.unwrap();
+        limits.question(t, "p").await.unwrap();
+        let e = limits.question(t, "p").await.unwrap_err();
+        assert!(e.retry_after().unwrap() > Duration::from_secs(1));
+        limits.question(t, "q").await.unwrap();
+        limits.question(TenantId::new(), "p").await.unwrap();
+        limits.sweep();
+    }
+}
