@@ -29,6 +29,7 @@ pub async fn run(
     per_session: usize,
     sources: usize,
     join: bool,
+    settle: Duration,
 ) -> anyhow::Result<IdleOutcome> {
     let sessions = if join {
         connections.div_ceil(per_session)
@@ -74,8 +75,9 @@ pub async fn run(
         k += 200;
     }
     let connect_seconds = started.elapsed().as_secs_f64();
-    // Presence and counters settle, and allocator caches with them.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Presence and counters settle, and at least one heartbeat (ping and
+    // pong on every connection) happens: the steady state of an idle hub.
+    tokio::time::sleep(settle).await;
     let after = hub.rss_bytes().unwrap_or(0);
     let per = after.saturating_sub(before) as f64 / connections as f64;
     drop(held);

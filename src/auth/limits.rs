@@ -220,26 +220,14 @@ pub struct Limits {
     /// Sweeps the node-local counters, when those are the ones in use.
     local: Option<Arc<LocalCounters>>,
     tenants: DashMap<TenantId, (Instant, TenantCap)>,
-    frames: Option<Quota>,
-    telemetry: Option<Quota>,
-    interactions: Option<Quota>,
-    joins: Option<Quota>,
-    strikes: Option<Quota>,
-    /// The same quotas scaled for renderers (see [`Limits::connection_for`]).
-    renderer: RendererQuotas,
-    clock: DefaultClock,
-}
-
-/// Renderers are the tenant's own engine pushing state, metrics and
-/// answers, far more often than an audience member; they get the same
-/// buckets scaled by `renderer_rate_multiplier`, which still caps what a
-/// stolen renderer token can do to a session.
-#[derive(Clone, Copy)]
-struct RendererQuotas {
-    frames: Option<Quota>,
-    telemetry: Option<Quota>,
-    interactions: Option<Quota>,
-    joins: Option<Quota>,
+    /// Quotas of participants, operators and not-yet-authenticated
+    /// connections.
+    audience: Arc<QuotaSet>,
+    /// Renderers are the tenant's own engine pushing state, metrics and
+    /// answers far more often than an audience member; they get the same
+    /// buckets scaled by `renderer_rate_multiplier`, which still caps what
+    /// a stolen renderer token can do to a session.
+    renderer: Arc<QuotaSet>,
 }
 
 impl fmt::Debug for Limits {
@@ -272,24 +260,28 @@ impl Limits {
             counters,
             local: None,
             tenants: DashMap::new(),
-            frames: quota(s.frames_per_s, s.frames_burst),
-            telemetry: quota(s.telemetry_per_s, s.telemetry_burst),
-            interactions: quota(s.interactions_per_s, s.interactions_burst),
-            joins: quota(s.joins_per_s, s.joins_burst),
+            audience: Arc::new(QuotaSet {
+                frames: quota(s.frames_per_s, s.frames_burst),
+                telemetry: quota(s.telemetry_per_s, s.telemetry_burst),
+                interactions: quota(s.interactions_per_s, s.interactions_burst),
+                joins: quota(s.joins_per_s, s.joins_burst),
+                strikes,
+                clock: DefaultClock::default(),
+            }),
             renderer: {
                 let k = s.renderer_rate_multiplier.max(1);
                 let scaled = |per_s: u32, burst: u32| {
                     quota(per_s.saturating_mul(k), burst.saturating_mul(k))
                 };
-                RendererQuotas {
+                Arc::new(QuotaSet {
                     frames: scaled(s.frames_per_s, s.frames_burst),
                     telemetry: scaled(s.telemetry_per_s, s.telemetry_burst),
                     interactions: scaled(s.interactions_per_s, s.interactions_burst),
                     joins: scaled(s.joins_per_s, s.joins_burst),
-                }
+                    strikes,
+                    clock: DefaultClock::default(),
+                })
             },
-            strikes,
-            clock: DefaultClock::default(),
         }
     }
 
@@ -429,23 +421,10 @@ impl Limits {
 
     /// The buckets of a connection with a known role.
     pub fn connection_for(&self, role: Option<Role>) -> ConnLimiter {
-        let bucket = |q: Option<Quota>| q.map(|q| Bucket::direct_with_clock(q, self.clock.clone()));
-        let (frames, telemetry, interactions, joins) = match role {
-            Some(Role::Renderer) => (
-                self.renderer.frames,
-                self.renderer.telemetry,
-                self.renderer.interactions,
-                self.renderer.joins,
-            ),
-            _ => (self.frames, self.telemetry, self.interactions, self.joins),
-        };
-        ConnLimiter {
-            frames: bucket(frames),
-            telemetry: bucket(telemetry),
-            interactions: bucket(interactions),
-            joins: bucket(joins),
-            strikes: bucket(self.strikes),
-        }
+        ConnLimiter::new(match role {
+            Some(Role::Renderer) => self.renderer.clone(),
+            _ => self.audience.clone(),
+        })
     }
 
     /// Forgets idle rate state and stale tenant limits; run periodically
@@ -509,14 +488,32 @@ pub enum Verdict {
     Abuse,
 }
 
-/// One connection's buckets, owned by its reader.
-pub struct ConnLimiter {
-    frames: Option<Bucket>,
-    telemetry: Option<Bucket>,
-    interactions: Option<Bucket>,
-    joins: Option<Bucket>,
-    strikes: Option<Bucket>,
+/// The quotas one kind of connection gets, shared by all of them.
+#[derive(Clone)]
+struct QuotaSet {
+    frames: Option<Quota>,
+    telemetry: Option<Quota>,
+    interactions: Option<Quota>,
+    joins: Option<Quota>,
+    strikes: Option<Quota>,
+    clock: DefaultClock,
 }
+
+/// One connection's buckets, owned by its reader.
+///
+/// A bucket is created the first time its class is used: an audience
+/// member that joined and says nothing holds two small buckets, not five
+/// (this is per-connection memory, paid by every idle connection).
+pub struct ConnLimiter {
+    quotas: Option<Arc<QuotaSet>>,
+    buckets: [std::sync::OnceLock<Box<Bucket>>; 5],
+}
+
+const FRAMES: usize = 0;
+const TELEMETRY: usize = 1;
+const INTERACTIONS: usize = 2;
+const JOINS: usize = 3;
+const STRIKES: usize = 4;
 
 impl fmt::Debug for ConnLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -525,15 +522,34 @@ impl fmt::Debug for ConnLimiter {
 }
 
 impl ConnLimiter {
+    fn new(quotas: Arc<QuotaSet>) -> ConnLimiter {
+        ConnLimiter {
+            quotas: Some(quotas),
+            buckets: Default::default(),
+        }
+    }
+
     /// A limiter that lets everything pass.
     pub fn unlimited() -> ConnLimiter {
         ConnLimiter {
-            frames: None,
-            telemetry: None,
-            interactions: None,
-            joins: None,
-            strikes: None,
+            quotas: None,
+            buckets: Default::default(),
         }
+    }
+
+    fn bucket(&self, which: usize) -> Option<&Bucket> {
+        let q = self.quotas.as_ref()?;
+        let quota = match which {
+            FRAMES => q.frames,
+            TELEMETRY => q.telemetry,
+            INTERACTIONS => q.interactions,
+            JOINS => q.joins,
+            _ => q.strikes,
+        }?;
+        Some(
+            self.buckets[which]
+                .get_or_init(|| Box::new(Bucket::direct_with_clock(quota, q.clock.clone()))),
+        )
     }
 
     /// Draws one frame of `class` from the buckets.
@@ -541,13 +557,13 @@ impl ConnLimiter {
         let class_bucket = match class {
             FrameClass::Urgent => return Verdict::Pass,
             FrameClass::Control => None,
-            FrameClass::Join => self.joins.as_ref(),
-            FrameClass::Telemetry => self.telemetry.as_ref(),
-            FrameClass::Interaction => self.interactions.as_ref(),
+            FrameClass::Join => self.bucket(JOINS),
+            FrameClass::Telemetry => self.bucket(TELEMETRY),
+            FrameClass::Interaction => self.bucket(INTERACTIONS),
         };
-        for bucket in [self.frames.as_ref(), class_bucket].into_iter().flatten() {
+        for bucket in [self.bucket(FRAMES), class_bucket].into_iter().flatten() {
             if let Err(n) = bucket.check() {
-                if let Some(s) = &self.strikes
+                if let Some(s) = self.bucket(STRIKES)
                     && s.check().is_err()
                 {
                     return Verdict::Abuse;

@@ -17,7 +17,6 @@
 pub mod io;
 pub mod outbox;
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -96,7 +95,6 @@ const MAX_IOV: usize = 128;
 /// Runs the writer until the outbox closes or the socket fails.
 pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io::Result<()> {
     let mut batch = Batch::default();
-    let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut batches: u64 = 0;
     loop {
         poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await;
@@ -104,13 +102,14 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
             .items
             .iter()
             .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us));
-        out.extend(batch.urgent.drain(..));
-        out.extend(batch.items.drain(..).filter_map(|i| i.frame));
         let close = batch.close.take();
         if let Some(Some(frame)) = &close {
-            out.push_back(frame.clone());
+            batch.items.push_back(outbox::Item {
+                frame: Some(frame.clone()),
+                accepted_us: 0,
+            });
         }
-        let written = write_all_vectored(&mut wr, &mut out).await?;
+        let written = write_batch(&mut wr, &mut batch).await?;
         m::bytes_out(written);
         batches += 1;
         // Sampled, never per delivery: one latency reading per 4 batches.
@@ -123,29 +122,30 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
             let _ = wr.shutdown().await;
             return Ok(());
         }
-        batch.clear_and_trim();
-        if out.capacity() > 256 {
-            out.shrink_to(16);
-        }
     }
 }
 
-/// Writes every frame in `out`, gathering up to [`MAX_IOV`] per syscall.
+/// Writes the whole batch, urgent frames first, gathering up to
+/// [`MAX_IOV`] frames per syscall, and leaves it empty.
 ///
 /// The slice array is built inside the poll closure, on the stack of each
 /// poll, so it is not part of the writer's future: an idle connection does
 /// not carry 2 KiB of `IoSlice`s around.
-async fn write_all_vectored(
-    wr: &mut OwnedWriteHalf,
-    out: &mut VecDeque<Bytes>,
-) -> std::io::Result<usize> {
+async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut Batch) -> std::io::Result<usize> {
     use tokio::io::AsyncWrite;
+    // Replaced frames leave holes; drop them first so every remaining item
+    // has bytes.
+    batch.items.retain(|i| i.frame.is_some());
     let mut total = 0;
-    while !out.is_empty() {
+    while !batch.is_empty() {
         let n = std::future::poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let frames = batch
+                .urgent
+                .iter()
+                .chain(batch.items.iter().filter_map(|i| i.frame.as_ref()));
             let mut k = 0;
-            for b in out.iter().take(MAX_IOV) {
+            for b in frames.take(MAX_IOV) {
                 slices[k] = IoSlice::new(b);
                 k += 1;
             }
@@ -158,12 +158,19 @@ async fn write_all_vectored(
         total += n;
         let mut left = n;
         while left > 0 {
-            let front = out
-                .front_mut()
-                .expect("written bytes come from queued frames");
+            let front = match batch.urgent.front_mut() {
+                Some(f) => f,
+                None => batch
+                    .items
+                    .front_mut()
+                    .and_then(|i| i.frame.as_mut())
+                    .expect("written bytes come from queued frames"),
+            };
             if front.len() <= left {
                 left -= front.len();
-                out.pop_front();
+                if batch.urgent.pop_front().is_none() {
+                    batch.items.pop_front();
+                }
             } else {
                 front.advance(left);
                 left = 0;

@@ -110,19 +110,12 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.urgent.is_empty() && self.items.is_empty()
     }
-
-    /// Keeps a burst from pinning its peak capacity on an idle connection.
-    pub fn clear_and_trim(&mut self) {
-        self.urgent.clear();
-        self.items.clear();
-        if self.items.capacity() > 256 {
-            self.items.shrink_to(16);
-        }
-        if self.urgent.capacity() > 16 {
-            self.urgent.shrink_to(4);
-        }
-    }
 }
+
+/// Queue buffers up to this many entries are released when the writer
+/// parks, so an idle connection holds none; a busy connection's larger
+/// buffers are kept for the next burst.
+const KEEP_WHEN_IDLE: usize = 16;
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Outbox {
@@ -277,6 +270,21 @@ impl Outbox {
         let mut q = self.queue.lock();
         let has_work = !q.urgent.is_empty() || !q.items.is_empty();
         if !has_work && q.closing.is_none() {
+            // Going idle. Small buffers go back to the allocator (the queue
+            // gets the batch's on the next take, so both end up empty);
+            // large ones mean a busy connection that will need them again.
+            if batch.items.capacity() <= KEEP_WHEN_IDLE {
+                batch.items = VecDeque::new();
+            }
+            if batch.urgent.capacity() <= KEEP_WHEN_IDLE {
+                batch.urgent = VecDeque::new();
+            }
+            if q.items.capacity() <= KEEP_WHEN_IDLE {
+                q.items = VecDeque::new();
+            }
+            if q.urgent.capacity() <= KEEP_WHEN_IDLE {
+                q.urgent = VecDeque::new();
+            }
             match &q.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => q.waker = Some(cx.waker().clone()),

@@ -84,6 +84,10 @@ enum Scenario {
         /// Only authenticate, join nothing (the cost of a bare connection).
         #[arg(long)]
         no_join: bool,
+        /// Seconds to wait before reading memory; past the hub's 15 s
+        /// heartbeat by default, so pings and pongs are included.
+        #[arg(long, default_value_t = 20.0)]
+        settle_s: f64,
     },
     /// d. Emergency stops while the session runs at a given rate.
     Estop {
@@ -350,9 +354,17 @@ fn main() -> anyhow::Result<()> {
                 );
                 save("estop", &label, &summary(&plan, &o), &md, &[("emergency stop".into(), &o.estop), ("fan-out".into(), &o.latency)])
             }
-            Scenario::Idle { connections, per_session, sources, no_join } => {
+            Scenario::Idle { connections, per_session, sources, no_join, settle_s } => {
                 let hub = hub(&cli.hub).await?;
-                let o = eva_load::idle::run(&hub, *connections, *per_session, *sources, !no_join).await?;
+                let o = eva_load::idle::run(
+                    &hub,
+                    *connections,
+                    *per_session,
+                    *sources,
+                    !no_join,
+                    Duration::from_secs_f64(*settle_s),
+                )
+                .await?;
                 let label = cli.hub.label.clone().unwrap_or_else(|| format!("c{connections}"));
                 let md = format!(
                     "| connections | sessions | hub RSS before | hub RSS after | per connection | connect time |\n|---|---|---|---|---|---|\n| {} | {} | {:.1} MiB | {:.1} MiB | {:.2} KiB | {:.1} s |\n",
