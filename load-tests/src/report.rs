@@ -25,7 +25,9 @@ pub fn percentiles_ms(h: &Histogram<u64>) -> Value {
 
 /// Where a run's files go: `load-tests/results/<scenario>/`.
 pub fn results_dir(scenario: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("results").join(scenario);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("results")
+        .join(scenario);
     let _ = std::fs::create_dir_all(&dir);
     dir
 }

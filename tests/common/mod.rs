@@ -1,0 +1,65 @@
+//! Support shared by the test binaries that run against real databases.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod harness;
+pub mod pg;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use eva_hub::store::PoolConfig;
+use eva_hub::store::sqlite::SqliteStore;
+
+/// Pool settings for tests: small pools, quick failure while a database
+/// is down (the writer retries).
+pub fn pool() -> PoolConfig {
+    PoolConfig {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Now, at millisecond precision: what every store keeps exactly.
+pub fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("valid time")
+}
+
+/// A SQLite file in the temp directory, removed (with its WAL files) on
+/// drop.
+#[derive(Debug)]
+pub struct TempDb {
+    pub path: PathBuf,
+}
+
+impl TempDb {
+    pub fn new(tag: &str) -> TempDb {
+        let path = std::env::temp_dir().join(format!(
+            "eva-hub-test-{tag}-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        TempDb { path }
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    /// A migrated store on this file.
+    pub async fn store(&self) -> SqliteStore {
+        use eva_hub::store::Store;
+        let store = SqliteStore::at_path(&self.path, pool()).expect("open sqlite");
+        store.migrate().await.expect("migrate sqlite");
+        store
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
