@@ -68,7 +68,8 @@ impl SqliteStore {
     pub fn open(url: &str, pool: PoolConfig) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Rejected(format!("bad SQLite URL: {e}")))?;
-        SqliteStore::with_options(options, pool)
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        SqliteStore::with_options(options, in_memory, pool)
     }
 
     /// A store on the file at `path`, created (with its directory) if
@@ -77,14 +78,25 @@ impl SqliteStore {
     /// # Errors
     /// `Unavailable` if the directory cannot be created.
     pub fn at_path(path: impl AsRef<Path>, pool: PoolConfig) -> Result<SqliteStore, StoreError> {
-        SqliteStore::with_options(SqliteConnectOptions::new().filename(path), pool)
+        SqliteStore::with_options(SqliteConnectOptions::new().filename(path), false, pool)
     }
 
     fn with_options(
-        options: SqliteConnectOptions,
+        mut options: SqliteConnectOptions,
+        in_memory: bool,
         pool: PoolConfig,
     ) -> Result<SqliteStore, StoreError> {
-        let in_memory = options.get_filename() == Path::new(":memory:");
+        if !in_memory {
+            // Resolved once: connections opened later use the same file
+            // whatever the working directory is then.
+            let absolute = std::path::absolute(options.get_filename()).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot resolve {}: {e}",
+                    options.get_filename().display()
+                ))
+            })?;
+            options = options.filename(absolute);
+        }
         if !in_memory
             && let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
@@ -103,8 +115,8 @@ impl SqliteStore {
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout);
         if in_memory {
-            // Every connection to :memory: is a database of its own: keep
-            // exactly one, forever.
+            // An in-memory database lives while a connection to it is
+            // open: keep exactly one, forever.
             pool_options = pool_options
                 .max_connections(1)
                 .min_connections(1)

@@ -63,3 +63,58 @@ impl Drop for TempDb {
         }
     }
 }
+
+/// A SQL database a hub test runs on: a temporary SQLite file or the run's
+/// PostgreSQL database.
+#[derive(Debug)]
+pub enum Db {
+    Sqlite(TempDb),
+    Postgres(pg::PgFixture),
+}
+
+impl Db {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A new, migrated store on this database (a second one after a
+    /// "restart" sees what the first wrote).
+    pub async fn store(&self) -> std::sync::Arc<dyn eva_hub::store::Store> {
+        match self {
+            Db::Sqlite(f) => std::sync::Arc::new(f.store().await),
+            Db::Postgres(p) => {
+                use eva_hub::store::Store;
+                let s = p.store();
+                s.migrate().await.expect("migrate");
+                std::sync::Arc::new(s)
+            }
+        }
+    }
+
+    /// Runs a query returning one integer (`SELECT count(*) ...`); `$1` is
+    /// bound to `session`.
+    pub async fn count(&self, sql: &str, session: eva_hub::ids::SessionId) -> i64 {
+        match self {
+            Db::Sqlite(f) => {
+                let s = SqliteStore::at_path(&f.path, pool()).expect("open");
+                let sql = sql.replace("$1", "?1");
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .bind(session.to_string())
+                    .fetch_one(s.pool())
+                    .await
+                    .expect("count")
+            }
+            Db::Postgres(p) => {
+                let s = p.store();
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(session.0)
+                    .fetch_one(s.pool())
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+}
