@@ -174,7 +174,7 @@ fn validate_patch(p: &StatePatch) -> Result<(), HubError> {
 
 /// Largest metric value: `performance_metrics.metric_value` is
 /// DECIMAL(10,4).
-const METRIC_VALUE_MAX: f64 = 999_999.9999;
+const METRIC_VALUE_MAX: f64 = 999_999.999_9;
 
 fn validate_metrics(m: &RendererMetrics) -> Result<(), HubError> {
     for (name, v, _) in m.values() {

@@ -3,9 +3,9 @@
 //! metrics, participants), following seed 000.
 //!
 //! Implementations:
-//! * [`sqlite::SqliteStore`]: an embedded file, the default;
-//! * [`postgres::PostgresStore`]: production;
-//! * [`memory::MemoryStore`]: in-process, for tests and throwaway runs.
+//! * [`sqlite::SqliteStore`], an embedded file: the default;
+//! * [`postgres::PostgresStore`], for production;
+//! * [`memory::MemoryStore`], in-process, for tests and throwaway runs.
 //!
 //! Rows reach the store through the [`writer::BatchWriter`], which groups
 //! them into one transaction per batch and acknowledges must-keep rows to

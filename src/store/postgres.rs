@@ -293,6 +293,44 @@ async fn page<T>(
     rows.iter().map(decode).collect()
 }
 
+/// The foreign-key check of `conversations.session_id` and
+/// `performance_metrics.session_id`, once per batch instead of once per
+/// row: every session the batch writes for must exist, and is locked `FOR
+/// KEY SHARE` (as a foreign key would) so it cannot be deleted before the
+/// batch commits.
+async fn check_sessions(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan<'_>,
+) -> Result<(), StoreError> {
+    let mut ids: Vec<Uuid> = plan
+        .conversations
+        .iter()
+        .map(|c| c.session_id.0)
+        .chain(plan.metrics.iter().map(|m| m.session_id.0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE id = ANY($1) FOR KEY SHARE) s",
+    )
+    .bind(&ids)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(err)?;
+    if found == ids.len() as i64 {
+        Ok(())
+    } else {
+        Err(StoreError::Rejected(format!(
+            "{} of the batch's {} sessions do not exist",
+            ids.len() as i64 - found,
+            ids.len()
+        )))
+    }
+}
+
 /// Runs the plan's statements in `tx`, in dependency order.
 async fn write_plan(
     tx: &mut Transaction<'_, Postgres>,
@@ -827,6 +865,7 @@ impl Store for PostgresStore {
         }
         let plan = Plan::new(rows);
         let mut tx = self.pool.begin().await.map_err(err)?;
+        check_sessions(&mut tx, &plan).await?;
         write_plan(&mut tx, &plan).await.map_err(err)?;
         tx.commit().await.map_err(err)
     }

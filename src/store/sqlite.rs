@@ -405,7 +405,7 @@ async fn insert_rows<T>(
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(head);
-        qb.push_values(chunk, |b, row| bind(b, row));
+        qb.push_values(chunk, &mut bind);
         qb.push(tail);
         // Full chunks share one cached statement; the last, odd-sized one
         // is prepared once and not cached.

@@ -94,6 +94,27 @@ impl Db {
         }
     }
 
+    /// Runs a statement; `$1` is bound to `session`.
+    pub async fn execute(&self, sql: &str, session: eva_hub::ids::SessionId) {
+        match self {
+            Db::Sqlite(f) => {
+                let s = SqliteStore::at_path(&f.path, pool()).expect("open");
+                sqlx::query(&sql.replace("$1", "?1"))
+                    .bind(session.to_string())
+                    .execute(s.pool())
+                    .await
+                    .expect("execute");
+            }
+            Db::Postgres(p) => {
+                sqlx::query(sql)
+                    .bind(session.0)
+                    .execute(p.store().pool())
+                    .await
+                    .expect("execute");
+            }
+        }
+    }
+
     /// Runs a query returning one integer (`SELECT count(*) ...`); `$1` is
     /// bound to `session`.
     pub async fn count(&self, sql: &str, session: eva_hub::ids::SessionId) -> i64 {

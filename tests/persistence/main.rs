@@ -75,6 +75,7 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         shutdown_drains_the_backlog,
         history_endpoints_page_newest_first,
         retention_task_deletes_old_metrics,
+        deleting_a_session_deletes_its_rows,
     ];
     v.push(harness::test("config::embedded_default_and_urls", || {
         embedded_default_and_urls()
@@ -420,6 +421,57 @@ async fn retention_task_deletes_old_metrics(db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.shutdown().await;
+}
+
+/// The seed's `ON DELETE CASCADE`: a foreign key on SQLite, a trigger on
+/// PostgreSQL (where the hub checks the reference per batch).
+async fn deleting_a_session_deletes_its_rows(db: Db) {
+    let mut app = app_on(&db, test_settings()).await;
+    let (id, mut r) = app.active_session(Codec::Json).await;
+    let mut p = app.connect(Role::Participant, "dora", Codec::Json).await;
+    p.join(id).await;
+    ask(&mut p, id, "q-1", "Will this be deleted?").await;
+    r.send(&ClientFrame::Response {
+        session: id,
+        id: "r-1".into(),
+        question_id: None,
+        text: "Yes.".into(),
+        confidence: 0.5,
+        response_time_ms: 10,
+        intent: None,
+        knowledge_sources: vec![],
+        command_id: None,
+    })
+    .await;
+    ack(&mut r, "r-1").await;
+    r.send(&ClientFrame::Metrics {
+        session: id,
+        metrics: RendererMetrics {
+            fps: Some(30.0),
+            ..Default::default()
+        },
+    })
+    .await;
+    let metrics = "SELECT count(*) FROM performance_metrics WHERE session_id = $1";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while db.count(metrics, id).await == 0 {
+        assert!(Instant::now() < deadline, "the metric was not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let conversations = "SELECT count(*) FROM conversations WHERE session_id = $1";
+    assert_eq!(db.count(conversations, id).await, 2);
+    app.shutdown().await;
+    db.execute("DELETE FROM sessions WHERE id = $1", id).await;
+    assert_eq!(db.count(conversations, id).await, 0);
+    assert_eq!(db.count(metrics, id).await, 0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM session_state WHERE session_id = $1",
+            id
+        )
+        .await,
+        0
+    );
 }
 
 /// `store.database_url`: empty is the embedded SQLite file, and each
