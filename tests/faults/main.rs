@@ -391,7 +391,14 @@ async fn cluster_restart(fixture: PgFixture) {
     .await;
     let failed = counter("eva_store_flush_failures_total") - failures;
     report("cluster restart", &outcomes, failed);
-    assert!(failed > 0.0, "flushes failed while the cluster was down");
+    // A flush caught by the restart either failed and was retried, or
+    // waited for a connection until the cluster was back (then clients
+    // resent while their ack was late).
+    let resends: usize = outcomes.iter().map(|o| o.resends).sum();
+    assert!(
+        failed > 0.0 || resends > 0,
+        "the restart held back no flush: it did not happen under load"
+    );
     app.shutdown().await;
 }
 
