@@ -14,11 +14,14 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/eva-hub --create-home eva
+    && useradd --system --uid 10001 --home-dir /var/lib/eva-hub --create-home eva \
+    && install -d -o eva -g eva /var/lib/eva-hub/data
 COPY --from=build /src/target/release/eva-hub /usr/local/bin/eva-hub
 USER eva
 WORKDIR /var/lib/eva-hub
-# The embedded SQLite file lives in ./data; mount a volume here to keep it.
+# The embedded SQLite file lives in ./data (owned by eva, so a fresh volume
+# is writable); mount a volume here to keep it, or set DATABASE_URL to a
+# PostgreSQL server.
 VOLUME ["/var/lib/eva-hub/data"]
 EXPOSE 8080 9090
 ENTRYPOINT ["eva-hub"]

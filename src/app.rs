@@ -23,6 +23,8 @@ use crate::config::{Settings, redact_url};
 use crate::hub::Hub;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::{self, SqliteStore};
 use crate::store::writer::BatchWriter;
 
 /// The pluggable parts of a hub.
@@ -56,16 +58,35 @@ impl Backends {
 }
 
 /// Opens the store `store.database_url` names: `memory`, `sqlite://...`
-/// or `postgres://...`; empty means the embedded SQLite file.
+/// or `postgres://...`; empty means the embedded SQLite file
+/// `./data/eva-hub.db`. Connections open on first use: a database that is
+/// down shows up in the migration or reload that follows.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.store.database_url.trim();
-    match url {
-        "memory" | "" => Ok(Arc::new(MemoryStore::new())),
-        other => bail!(
-            "unsupported store.database_url {}: use memory, sqlite://... or postgres://...",
-            redact_url(other)
-        ),
-    }
+    let pool = settings.store.pool();
+    let store: Arc<dyn Store> = if url == "memory" {
+        Arc::new(MemoryStore::new())
+    } else if url.is_empty() {
+        Arc::new(
+            SqliteStore::at_path(sqlite::DEFAULT_PATH, pool)
+                .with_context(|| format!("cannot open {}", sqlite::DEFAULT_PATH))?,
+        )
+    } else if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::open(url, pool).with_context(|| format!("cannot open {url}"))?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(
+            PostgresStore::connect_lazy(url, pool)
+                .with_context(|| format!("cannot use {}", redact_url(url)))?,
+        )
+    } else {
+        bail!(
+            "unsupported store.database_url {}: use postgres://..., sqlite://... or memory \
+             (empty means the embedded SQLite file {})",
+            redact_url(url),
+            sqlite::DEFAULT_PATH
+        );
+    };
+    Ok(store)
 }
 
 /// The authenticator the settings ask for: development identities with
@@ -102,6 +123,17 @@ pub struct App {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     settings: Arc<Settings>,
+    retention: Option<AbortOnDrop>,
+}
+
+/// A background task that ends with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl App {
@@ -168,11 +200,18 @@ impl App {
                 "reloaded live sessions; their clients will resync"
             );
         }
+        let retention = crate::store::retention::spawn(
+            backends.store.clone(),
+            settings.store.metrics_retention_days,
+            std::time::Duration::from_secs(settings.store.retention_interval_s),
+        )
+        .map(AbortOnDrop);
         Ok(App {
             hub,
             listener,
             metrics_listener,
             settings,
+            retention,
         })
     }
 
@@ -199,6 +238,7 @@ impl App {
             listener,
             metrics_listener,
             settings,
+            retention,
         } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
@@ -221,6 +261,7 @@ impl App {
                 "shutdown deadline passed with rows not written"
             );
         }
+        drop(retention);
         if let Some(t) = metrics_task {
             t.abort();
         }

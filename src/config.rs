@@ -108,6 +108,7 @@ pub struct StoreSettings {
     pub metrics_retention_days: u32,
     pub retention_interval_s: u64,
     pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -340,6 +341,16 @@ impl Settings {
         if self.session.history_size == 0 {
             return fail("session.history_size must be at least 1");
         }
+        let st = &self.store;
+        if st.max_connections == 0 {
+            return fail("store.max_connections must be at least 1");
+        }
+        if st.batch_max_rows == 0 {
+            return fail("store.batch_max_rows must be at least 1");
+        }
+        if st.backlog_max_rows == 0 || st.backlog_max_bytes == 0 {
+            return fail("store.backlog_max_rows and store.backlog_max_bytes must be at least 1");
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail("log.format must be `text` or `json`");
         }
@@ -438,6 +449,13 @@ impl SessionSettings {
 }
 
 impl StoreSettings {
+    pub fn pool(&self) -> crate::store::PoolConfig {
+        crate::store::PoolConfig {
+            max_connections: self.max_connections,
+            acquire_timeout: ms(self.acquire_timeout_ms),
+        }
+    }
+
     pub fn writer(&self) -> crate::store::writer::WriterConfig {
         crate::store::writer::WriterConfig {
             batch_max_rows: self.batch_max_rows.max(1),

@@ -22,7 +22,7 @@
 //! | [`hub`] | the registry of sessions and connections; what every frame does |
 //! | [`session`] | one session's replica: the fold of its events, history, subscribers |
 //! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory) |
-//! | [`store`] | trait: durable rows (memory), and the batch writer in front of it |
+//! | [`store`] | trait: durable rows (SQLite, PostgreSQL, memory), the batch writer in front of it, retention |
 //! | [`auth`] | trait: credentials → identities (JWT + API keys, dev); abuse limits; origin policy |
 //! | [`commands`] | `eva-hub keys` and `eva-hub token`: credentials from the command line |
 //! | [`client`] | a Rust client for the protocol, used by tests and load tests |

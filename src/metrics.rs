@@ -243,6 +243,10 @@ pub fn store_rows_dropped(kind: &'static str, n: u64) {
     counter!("eva_store_rows_dropped_total", "kind" => kind).increment(n);
 }
 
+pub fn store_metrics_expired(n: u64) {
+    counter!("eva_store_metrics_expired_total").increment(n);
+}
+
 pub fn store_backlog_refused() {
     counter!("eva_store_backlog_refused_total").increment(1);
 }

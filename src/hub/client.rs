@@ -179,12 +179,22 @@ fn validate_patch(p: &StatePatch) -> Result<(), HubError> {
     Ok(())
 }
 
+/// Largest metric value: `performance_metrics.metric_value` is
+/// DECIMAL(10,4).
+const METRIC_VALUE_MAX: f64 = 999_999.999_9;
+
 fn validate_metrics(m: &RendererMetrics) -> Result<(), HubError> {
     for (name, v, _) in m.values() {
         if !v.is_finite() || v < 0.0 {
             return Err(refuse(
                 ErrorCode::Invalid,
                 format!("{name} must be a finite, non-negative number"),
+            ));
+        }
+        if v > METRIC_VALUE_MAX {
+            return Err(refuse(
+                ErrorCode::Invalid,
+                format!("{name} must be below 1000000"),
             ));
         }
         if name.ends_with("_usage") && v > 1.0 {

@@ -4,7 +4,7 @@
 //! It follows the same idempotency rules as the SQL stores, so the
 //! conformance suite holds it to the same contract.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -18,6 +18,9 @@ use super::{
 };
 use crate::ids::{SessionId, TenantId};
 
+/// Seed 000's CHECK on `users.subscription_tier`.
+const TIERS: [&str; 3] = ["basic", "professional", "enterprise"];
+
 #[derive(Debug, Default)]
 struct Tables {
     sessions: HashMap<SessionId, SessionRecord>,
@@ -29,6 +32,7 @@ struct Tables {
     alerts: Vec<AlertRow>,
     alert_ids: HashMap<Uuid, usize>,
     metrics: Vec<MetricRow>,
+    metric_ids: HashSet<Uuid>,
     participants: HashMap<(SessionId, String), ParticipantRow>,
     tenants: HashMap<TenantId, TenantRecord>,
     keys: Vec<ApiKeyRecord>,
@@ -72,6 +76,26 @@ fn page_of<T: Clone>(
 }
 
 impl Tables {
+    /// Like the SQL stores' foreign keys: rows that insert into a
+    /// session's history need the session.
+    fn check(&self, row: &Row) -> Result<(), StoreError> {
+        let session = match row {
+            Row::Conversation(c) => c.session_id,
+            Row::Intervention(i) => i.session_id,
+            Row::Alert(a) => a.session_id,
+            Row::Metric(m) => m.session_id,
+            _ => return Ok(()),
+        };
+        if self.sessions.contains_key(&session) {
+            Ok(())
+        } else {
+            Err(StoreError::Rejected(format!(
+                "a {} row references the unknown session {session}",
+                row.kind()
+            )))
+        }
+    }
+
     fn apply(&mut self, row: &Row) {
         match row {
             Row::Conversation(c) => {
@@ -80,6 +104,8 @@ impl Tables {
                         self.conversations.iter().any(|o| {
                             o.session_id == c.session_id
                                 && o.message_type == c.message_type
+                                && o.sender() == c.sender()
+                                && c.sender().is_some()
                                 && o.client_msg_id.as_ref() == Some(cid)
                         })
                     });
@@ -90,12 +116,24 @@ impl Tables {
                 }
             }
             Row::QuestionResponse(q) => {
-                self.question_responses
-                    .entry(q.id.0)
-                    .or_insert_with(|| q.clone());
+                // Written with its conversation row; when that row was a
+                // resend and not stored, this one is a resend too.
+                if self.conversation_ids.contains_key(&q.conversation_id.0) {
+                    self.question_responses
+                        .entry(q.id.0)
+                        .or_insert_with(|| q.clone());
+                }
             }
             Row::Intervention(i) => {
-                if !self.intervention_ids.contains_key(&i.id.0) {
+                let duplicate = self.intervention_ids.contains_key(&i.id.0)
+                    || i.client_msg_id.as_ref().is_some_and(|cid| {
+                        self.interventions.iter().any(|o| {
+                            o.session_id == i.session_id
+                                && o.operator_id == i.operator_id
+                                && o.client_msg_id.as_ref() == Some(cid)
+                        })
+                    });
+                if !duplicate {
                     self.intervention_ids
                         .insert(i.id.0, self.interventions.len());
                     self.interventions.push(i.clone());
@@ -128,7 +166,11 @@ impl Tables {
                     }
                 }
             }
-            Row::Metric(m) => self.metrics.push(m.clone()),
+            Row::Metric(m) => {
+                if self.metric_ids.insert(m.id) {
+                    self.metrics.push(m.clone());
+                }
+            }
             Row::SessionProgress {
                 id,
                 status,
@@ -158,12 +200,13 @@ impl Tables {
                     s.context = context.clone();
                 }
             }
-            Row::ParticipantJoined(p) => {
+            Row::ParticipantJoined(p) if self.sessions.contains_key(&p.session_id) => {
                 self.participants
                     .entry((p.session_id, p.participant_id.clone()))
                     .and_modify(|old| old.left_at = None)
                     .or_insert_with(|| p.clone());
             }
+            Row::ParticipantJoined(_) => {}
             Row::ParticipantLeft {
                 session_id,
                 participant_id,
@@ -197,9 +240,14 @@ impl Store for MemoryStore {
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.tables
-            .lock()
-            .sessions
+        let mut t = self.tables.lock();
+        if !t.tenants.contains_key(&session.tenant) {
+            return Err(StoreError::Rejected(format!(
+                "no tenant {} for the session",
+                session.tenant
+            )));
+        }
+        t.sessions
             .entry(session.id)
             .or_insert_with(|| session.clone());
         Ok(())
@@ -251,6 +299,10 @@ impl Store for MemoryStore {
 
     async fn write_batch(&self, rows: &[Row]) -> Result<(), StoreError> {
         let mut t = self.tables.lock();
+        // All or nothing: check every row before applying any.
+        for row in rows {
+            t.check(row)?;
+        }
         for row in rows {
             t.apply(row);
         }
@@ -298,14 +350,44 @@ impl Store for MemoryStore {
         ))
     }
 
+    async fn participants(&self, session: SessionId) -> Result<Vec<ParticipantRow>, StoreError> {
+        let t = self.tables.lock();
+        let mut rows: Vec<_> = t
+            .participants
+            .values()
+            .filter(|p| p.session_id == session)
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.joined_at, &a.participant_id).cmp(&(b.joined_at, &b.participant_id))
+        });
+        Ok(rows)
+    }
+
     async fn delete_metrics_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut t = self.tables.lock();
         let before = t.metrics.len();
-        t.metrics.retain(|m| m.timestamp >= cutoff);
+        let Tables {
+            metrics,
+            metric_ids,
+            ..
+        } = &mut *t;
+        metrics.retain(|m| {
+            let keep = m.timestamp >= cutoff;
+            if !keep {
+                metric_ids.remove(&m.id);
+            }
+            keep
+        });
         Ok((before - t.metrics.len()) as u64)
     }
 
     async fn ensure_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        if !TIERS.contains(&tenant.subscription_tier.as_str()) {
+            return Err(StoreError::Rejected(format!(
+                "subscription_tier must be one of {TIERS:?}"
+            )));
+        }
         let mut t = self.tables.lock();
         if t.tenants
             .values()

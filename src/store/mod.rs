@@ -3,16 +3,26 @@
 //! metrics, participants), following seed 000.
 //!
 //! Implementations:
-//! * [`memory::MemoryStore`]: in-process, for tests and throwaway runs.
+//! * [`sqlite::SqliteStore`], an embedded file: the default;
+//! * [`postgres::PostgresStore`], for production;
+//! * [`memory::MemoryStore`], in-process, for tests and throwaway runs.
 //!
 //! Rows reach the store through the [`writer::BatchWriter`], which groups
 //! them into one transaction per batch and acknowledges must-keep rows to
-//! their senders only after that transaction commits.
+//! their senders only after that transaction commits. Every row kind is
+//! idempotent (a unique key plus `ON CONFLICT DO NOTHING`, or an upsert),
+//! so a batch retried after an ambiguous failure never duplicates
+//! anything. `docs/SCHEMA.md` describes the tables.
 
 pub mod memory;
+pub mod postgres;
+pub mod retention;
+mod sql;
+pub mod sqlite;
 pub mod writer;
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,6 +44,15 @@ pub enum StoreError {
     /// The data violates a constraint; retrying will not help.
     #[error("store rejected the data: {0}")]
     Rejected(String),
+}
+
+/// Connection pool settings of the SQL stores (from `[store]`).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    /// How long a query waits for a connection before it fails as
+    /// unavailable (and the writer retries).
+    pub acquire_timeout: Duration,
 }
 
 /// A session row (seed 000 `sessions` joined with `session_state`).
@@ -93,8 +112,10 @@ impl MessageType {
     }
 }
 
-/// Seed 000 `conversations`, plus the stream position and the client id
-/// that make writes idempotent.
+/// Seed 000 `conversations`, plus the event's stream position and the
+/// sender's frame id. The position is only unique within one epoch of the
+/// stream (it starts again after a single-node restart), so the
+/// idempotency key is the row id and `(session, type, sender, client id)`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct ConversationRow {
     pub id: EventId,
@@ -110,6 +131,15 @@ pub struct ConversationRow {
     pub context: Value,
     pub metadata: Value,
     pub client_msg_id: Option<String>,
+}
+
+impl ConversationRow {
+    /// Who sent the frame the row came from: the participant for a
+    /// question, the speaker (renderer or operator subject) otherwise.
+    /// `(session, message type, sender, client_msg_id)` is unique.
+    pub fn sender(&self) -> Option<&str> {
+        self.participant_id.as_deref().or(self.speaker.as_deref())
+    }
 }
 
 /// Seed 000 `question_responses`.
@@ -403,6 +433,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// A session's alerts, newest first.
     async fn alerts(&self, session: SessionId, page: Page) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// A session's participants, in the order they first joined.
+    async fn participants(&self, session: SessionId) -> Result<Vec<ParticipantRow>, StoreError>;
 
     /// Deletes performance metrics older than `cutoff`; returns how many.
     async fn delete_metrics_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;

@@ -12,8 +12,16 @@
 //! state snapshots) are dropped and counted. While the database fails, the
 //! flusher retries the same batch with exponential backoff, and the
 //! backlog drains when it returns.
+//!
+//! Batches are written one at a time, in submission order, so a row that
+//! updates another (an intervention's end, an alert's acknowledgement, a
+//! participant leaving) is never written before it, and an empty
+//! submission works as a barrier: it completes once everything submitted
+//! before it has committed. A batch the store rejects is written again
+//! one submission at a time, so one bad message fails alone.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -106,7 +114,12 @@ impl Reservation {
         }
         self.rows = 0;
         self.bytes = 0;
-        self.writer.enqueue(Pending { rows, weight, ack });
+        self.writer.enqueue(Pending {
+            rows,
+            weight,
+            ack,
+            queued_at: Instant::now(),
+        });
     }
 }
 
@@ -130,12 +143,16 @@ struct Pending {
     rows: Vec<Row>,
     weight: usize,
     ack: Option<Ack>,
+    queued_at: Instant,
 }
 
 #[derive(Debug, Default)]
 struct Backlog {
     queue: VecDeque<Pending>,
-    /// Rows and bytes admitted and not yet committed (queued or in flight).
+    /// Rows in `queue`.
+    queued_rows: usize,
+    /// Rows and bytes admitted and not yet committed (reserved, queued or
+    /// in flight).
     rows: usize,
     bytes: usize,
 }
@@ -201,11 +218,14 @@ impl BatchWriter {
         }
     }
 
+    /// Counts `rows` and `bytes` into the backlog. A forced admission is
+    /// always counted, even while closing, so its reservation can give the
+    /// room back or submit without the counts going below zero.
     fn admit(&self, rows: usize, bytes: usize, force: bool) -> Result<(), BacklogFull> {
         let mut b = self.shared.backlog.lock();
         let c = &self.shared.config;
         let full = b.rows + rows > c.backlog_max_rows || b.bytes + bytes > c.backlog_max_bytes;
-        if self.shared.closed.load(Ordering::Relaxed) || (full && !force) {
+        if !force && (self.shared.closed.load(Ordering::Relaxed) || full) {
             drop(b);
             m::store_backlog_refused();
             return Err(BacklogFull {
@@ -233,6 +253,7 @@ impl BatchWriter {
     /// Reserves room even past the bound. Only for emergency stops, which
     /// are never refused.
     pub fn reserve_forced(&self, rows: usize, bytes: usize) -> Reservation {
+        // A forced admission cannot fail.
         let _ = self.admit(rows, bytes, true);
         Reservation {
             writer: self.clone(),
@@ -242,14 +263,22 @@ impl BatchWriter {
     }
 
     fn enqueue(&self, pending: Pending) {
-        self.shared.backlog.lock().queue.push_back(pending);
+        {
+            let mut b = self.shared.backlog.lock();
+            b.queued_rows += pending.rows.len();
+            b.queue.push_back(pending);
+        }
         self.shared.wake.notify_one();
     }
 
     fn release(&self, rows: usize, bytes: usize) {
-        let mut b = self.shared.backlog.lock();
-        b.rows -= rows;
-        b.bytes -= bytes;
+        {
+            let mut b = self.shared.backlog.lock();
+            b.rows -= rows;
+            b.bytes -= bytes;
+        }
+        // A closing flusher waits for outstanding reservations.
+        self.shared.wake.notify_one();
     }
 
     /// Submits rows in one go (reserve and submit). Refused with a
@@ -292,43 +321,38 @@ impl BatchWriter {
 
 async fn flusher(shared: Arc<Shared>) {
     let config = shared.config.clone();
-    let mut batch_rows: Vec<Row> = Vec::new();
-    let mut acks: Vec<Ack> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut spans: Vec<(Range<usize>, Option<Ack>)> = Vec::new();
     loop {
-        // Wait for the first row.
-        loop {
+        // Wait for the first submission. Once closing, exit when nothing is
+        // queued and nothing is reserved: every admitted row was written.
+        let oldest = loop {
             let notified = shared.wake.notified();
-            let (empty, closed) = {
+            {
                 let b = shared.backlog.lock();
-                (b.queue.is_empty(), shared.closed.load(Ordering::Relaxed))
-            };
-            if !empty {
-                break;
-            }
-            if closed {
-                shared.flusher_done.store(true, Ordering::Relaxed);
-                shared.progress.notify_waiters();
-                return;
+                if let Some(p) = b.queue.front() {
+                    break p.queued_at;
+                }
+                if shared.closed.load(Ordering::Relaxed) && b.rows == 0 {
+                    shared.flusher_done.store(true, Ordering::Relaxed);
+                    shared.progress.notify_waiters();
+                    return;
+                }
             }
             notified.await;
-        }
-        // Group commit: give concurrent senders one window to join.
-        let window_end = tokio::time::Instant::now() + config.flush_interval;
+        };
+        // Group commit: whatever arrives within `flush_interval` of the
+        // oldest waiting submission joins its batch. Submissions that
+        // queued up during the previous write have waited long enough and
+        // go at once.
+        let window_end = tokio::time::Instant::from_std(oldest + config.flush_interval);
         loop {
-            let queued: usize = shared
-                .backlog
-                .lock()
-                .queue
-                .iter()
-                .map(|p| p.rows.len())
-                .sum();
+            let notified = shared.wake.notified();
+            let queued = shared.backlog.lock().queued_rows;
             if queued >= config.batch_max_rows || shared.closed.load(Ordering::Relaxed) {
                 break;
             }
-            if tokio::time::timeout_at(window_end, shared.wake.notified())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(window_end, notified).await.is_err() {
                 break;
             }
         }
@@ -337,39 +361,80 @@ async fn flusher(shared: Arc<Shared>) {
         {
             let mut b = shared.backlog.lock();
             while let Some(p) = b.queue.front() {
-                if !batch_rows.is_empty() && batch_rows.len() + p.rows.len() > config.batch_max_rows
-                {
+                if !rows.is_empty() && rows.len() + p.rows.len() > config.batch_max_rows {
                     break;
                 }
                 let p = b.queue.pop_front().expect("front exists");
+                b.queued_rows -= p.rows.len();
                 weight += p.weight;
-                batch_rows.extend(p.rows);
-                acks.extend(p.ack);
+                let start = rows.len();
+                rows.extend(p.rows);
+                spans.push((start..rows.len(), p.ack));
             }
         }
-        let result = write_with_retry(&shared, &batch_rows).await;
+        let results = write_batch(&shared, &rows, &spans).await;
         {
             let mut b = shared.backlog.lock();
-            b.rows -= batch_rows.len();
+            b.rows -= rows.len();
             b.bytes -= weight;
             m::store_backlog(b.rows);
         }
-        for ack in acks.drain(..) {
-            ack.complete(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| StoreError::Rejected(e.to_string())),
-            );
+        for ((_, ack), result) in spans.drain(..).zip(results) {
+            if let Some(ack) = ack {
+                ack.complete(result);
+            }
         }
-        batch_rows.clear();
+        rows.clear();
         shared.progress.notify_waiters();
     }
 }
 
-/// Writes one batch, retrying while the store is unavailable. A rejected
-/// batch is split so one bad row cannot hold back the others.
+/// Writes one batch; returns one result per submission. If the store
+/// rejects the batch, each submission is written on its own, so only the
+/// bad ones fail.
+async fn write_batch(
+    shared: &Shared,
+    rows: &[Row],
+    spans: &[(Range<usize>, Option<Ack>)],
+) -> Vec<Result<(), StoreError>> {
+    match write_with_retry(shared, rows).await {
+        Ok(()) => spans.iter().map(|_| Ok(())).collect(),
+        Err(e) if spans.len() == 1 => {
+            drop_rejected(rows, &e);
+            vec![Err(e)]
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rows = rows.len(), submissions = spans.len(),
+                "store rejected a batch; writing its submissions one by one");
+            let mut results = Vec::with_capacity(spans.len());
+            for (span, _) in spans {
+                let part = &rows[span.clone()];
+                let result = write_with_retry(shared, part).await;
+                if let Err(e) = &result {
+                    drop_rejected(part, e);
+                }
+                results.push(result);
+            }
+            results
+        }
+    }
+}
+
+/// Logs and counts rows the store refused for good.
+fn drop_rejected(rows: &[Row], e: &StoreError) {
+    tracing::error!(error = %e, rows = rows.len(), kind = rows.first().map_or("none", Row::kind),
+        "store rejected rows; dropping them");
+    for row in rows {
+        m::store_rows_dropped(row.kind(), 1);
+    }
+}
+
+/// Writes rows in one transaction, retrying with backoff while the store
+/// is unavailable. Returns only on commit or rejection.
 async fn write_with_retry(shared: &Shared, rows: &[Row]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let config = &shared.config;
     let mut delay = config.retry_initial;
     loop {
@@ -389,23 +454,7 @@ async fn write_with_retry(shared: &Shared, rows: &[Row]) -> Result<(), StoreErro
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(config.retry_max);
             }
-            Err(StoreError::Rejected(e)) if rows.len() > 1 => {
-                tracing::error!(error = %e, rows = rows.len(), "store rejected a batch; writing rows one by one");
-                let mut first_err = None;
-                for row in rows {
-                    if let Err(e) =
-                        Box::pin(write_with_retry(shared, std::slice::from_ref(row))).await
-                    {
-                        first_err.get_or_insert(e);
-                    }
-                }
-                return first_err.map_or(Ok(()), Err);
-            }
-            Err(e @ StoreError::Rejected(_)) => {
-                tracing::error!(error = %e, kind = rows[0].kind(), "store rejected a row; dropping it");
-                m::store_rows_dropped(rows[0].kind(), 1);
-                return Err(e);
-            }
+            Err(e @ StoreError::Rejected(_)) => return Err(e),
         }
     }
 }
