@@ -195,26 +195,7 @@ impl Client {
 
     /// The next frame, or the close.
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
-        loop {
-            let msg = match self.ws.next().await {
-                None => return Ok(Incoming::Closed(None)),
-                Some(Ok(m)) => m,
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => {
-                    return Ok(Incoming::Closed(None));
-                }
-                Some(Err(tungstenite::Error::Io(e)))
-                    if e.kind() == std::io::ErrorKind::ConnectionReset =>
-                {
-                    return Ok(Incoming::Closed(None));
-                }
-                Some(Err(e)) => return Err(e.into()),
-            };
-            if let Some(incoming) = decode(self.codec, msg)? {
-                return Ok(incoming);
-            }
-        }
+        next_incoming(&mut self.ws, self.codec).await
     }
 
     /// The next frame or close within `d`.
@@ -253,6 +234,32 @@ pub fn encode(codec: Codec, frame: &ClientFrame) -> Message {
     match codec {
         Codec::Json => Message::Text(String::from_utf8(bytes).expect("JSON is UTF-8").into()),
         Codec::MsgPack => Message::Binary(bytes.into()),
+    }
+}
+
+/// Reads until a frame or the close. A connection that ends, however it
+/// ends, is `Closed`; only real protocol errors are errors.
+async fn next_incoming<S>(stream: &mut S, codec: Codec) -> Result<Incoming, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = match stream.next().await {
+            None => return Ok(Incoming::Closed(None)),
+            Some(Ok(m)) => m,
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
+                return Ok(Incoming::Closed(None));
+            }
+            Some(Err(tungstenite::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                return Ok(Incoming::Closed(None));
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        if let Some(incoming) = decode(codec, msg)? {
+            return Ok(incoming);
+        }
     }
 }
 
@@ -314,21 +321,7 @@ pub struct ClientReceiver {
 
 impl ClientReceiver {
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
-        loop {
-            let msg = match self.stream.next().await {
-                None => return Ok(Incoming::Closed(None)),
-                Some(Ok(m)) => m,
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => {
-                    return Ok(Incoming::Closed(None));
-                }
-                Some(Err(e)) => return Err(e.into()),
-            };
-            if let Some(incoming) = decode(self.codec, msg)? {
-                return Ok(incoming);
-            }
-        }
+        next_incoming(&mut self.stream, self.codec).await
     }
 
     /// The raw next message, undecoded (load generators decode lazily).
