@@ -122,6 +122,7 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
             let _ = wr.shutdown().await;
             return Ok(());
         }
+        outbox.recycle(&mut batch);
     }
 }
 

@@ -86,6 +86,12 @@ struct Queue {
     waker: Option<Waker>,
     /// The connection task, waiting to learn that closing began.
     close_waiter: Option<Waker>,
+    /// Buffers the writer gave back after its last batch; the next take
+    /// hands them to the queue, so a steady stream allocates nothing.
+    spare_urgent: VecDeque<Bytes>,
+    spare_items: VecDeque<Item>,
+    /// The writer took something since the last trim.
+    active: bool,
 }
 
 #[derive(Debug)]
@@ -111,11 +117,6 @@ impl Batch {
         self.urgent.is_empty() && self.items.is_empty()
     }
 }
-
-/// Queue buffers up to this many entries are released when the writer
-/// parks, so an idle connection holds none; a busy connection's larger
-/// buffers are kept for the next burst.
-const KEEP_WHEN_IDLE: usize = 16;
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Outbox {
@@ -243,6 +244,34 @@ impl Outbox {
         true
     }
 
+    /// Gives a written (empty) batch's buffers back for reuse, so the
+    /// writer holds no memory while it waits.
+    pub fn recycle(&self, batch: &mut Batch) {
+        batch.urgent.clear();
+        batch.items.clear();
+        let mut q = self.queue.lock();
+        q.spare_urgent = std::mem::take(&mut batch.urgent);
+        q.spare_items = std::mem::take(&mut batch.items);
+    }
+
+    /// Frees the buffers of a connection that took nothing since the last
+    /// call (the heartbeat sweep calls it): an idle connection holds no
+    /// queue memory, a busy one keeps its buffers.
+    pub fn trim_if_idle(&self) {
+        let mut q = self.queue.lock();
+        if std::mem::take(&mut q.active) {
+            return;
+        }
+        q.spare_urgent = VecDeque::new();
+        q.spare_items = VecDeque::new();
+        if q.urgent.is_empty() {
+            q.urgent = VecDeque::new();
+        }
+        if q.items.is_empty() {
+            q.items = VecDeque::new();
+        }
+    }
+
     /// Ready once the connection has begun closing.
     pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut q = self.queue.lock();
@@ -270,29 +299,18 @@ impl Outbox {
         let mut q = self.queue.lock();
         let has_work = !q.urgent.is_empty() || !q.items.is_empty();
         if !has_work && q.closing.is_none() {
-            // Going idle. Small buffers go back to the allocator (the queue
-            // gets the batch's on the next take, so both end up empty);
-            // large ones mean a busy connection that will need them again.
-            if batch.items.capacity() <= KEEP_WHEN_IDLE {
-                batch.items = VecDeque::new();
-            }
-            if batch.urgent.capacity() <= KEEP_WHEN_IDLE {
-                batch.urgent = VecDeque::new();
-            }
-            if q.items.capacity() <= KEEP_WHEN_IDLE {
-                q.items = VecDeque::new();
-            }
-            if q.urgent.capacity() <= KEEP_WHEN_IDLE {
-                q.urgent = VecDeque::new();
-            }
             match &q.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => q.waker = Some(cx.waker().clone()),
             }
             return Poll::Pending;
         }
-        std::mem::swap(&mut q.urgent, &mut batch.urgent);
-        std::mem::swap(&mut q.items, &mut batch.items);
+        // The pending buffers become the batch; the spares the writer gave
+        // back become the queue.
+        let q = &mut *q;
+        batch.urgent = std::mem::replace(&mut q.urgent, std::mem::take(&mut q.spare_urgent));
+        batch.items = std::mem::replace(&mut q.items, std::mem::take(&mut q.spare_items));
+        q.active = true;
         q.head += batch.items.len() as u64;
         q.bytes = 0;
         if let Some(slots) = q.slots.as_mut() {

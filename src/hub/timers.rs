@@ -366,6 +366,7 @@ impl Hub {
                     conn.outbox.close(code);
                 }
                 None => {
+                    conn.outbox.trim_if_idle();
                     conn.outbox.push_urgent(ping.clone());
                 }
             }
