@@ -10,6 +10,7 @@
 //!   ordered stream of its view.
 
 pub mod recent;
+pub mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use parking_lot::{Mutex, MutexGuard};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -34,6 +36,7 @@ use crate::protocol::model::{
 use crate::protocol::{Codec, ServerFrame};
 use crate::store::SessionRecord;
 use recent::RecentMap;
+pub use snapshot::{ReplicaSnapshot, SnapshotError};
 
 /// Limits that shape a replica's memory; from `[session]` settings.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +52,7 @@ pub struct ReplicaLimits {
 }
 
 /// Descriptive fields of a session (seed 000 `sessions`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Info {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -63,7 +66,7 @@ pub struct Info {
 }
 
 /// The operator holding a takeover.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Controller {
     pub operator_id: String,
     pub intervention_id: EventId,
@@ -71,7 +74,7 @@ pub struct Controller {
 }
 
 /// Who renders the session, as the event log says.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RendererSlot {
     pub connected: bool,
     pub fence: u64,
@@ -79,22 +82,24 @@ pub struct RendererSlot {
 }
 
 /// A question remembered so responses can reference it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuestionRef {
     pub text: String,
     pub participant_id: String,
 }
 
 /// A command (or emergency stop) awaiting the renderer's acknowledgement.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PendingCommand {
     /// When this node received it, on the [`crate::clock`] timeline.
+    /// Meaningless on another node, so never shipped in a snapshot.
+    #[serde(skip)]
     pub issued_us: u64,
     pub emergency: bool,
 }
 
 /// What a dedupe hit answers with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Seen {
     pub seq: Seq,
     pub ref_id: Option<EventId>,
