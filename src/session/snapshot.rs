@@ -361,7 +361,7 @@ mod tests {
             ),
             (
                 Event::Context {
-                    context: serde_json::json!({"turns": [{"q": "hi"}], "score": 0.1}),
+                    context: serde_json::json!({"turns": [{"q": "hi"}], "score": 0.945_270_695_553_922_3}),
                 },
                 origin("gpu-7", Some(Role::Renderer), Some("r-2")),
             ),
@@ -403,6 +403,9 @@ mod tests {
                     metrics: RendererMetrics {
                         latency_ms: Some(180.5),
                         cpu_usage: Some(0.42),
+                        // Misparsed by an ulp without serde_json's
+                        // float_roundtrip, as are about one float in ten.
+                        gpu_usage: Some(0.945_270_695_553_922_3),
                         fps: Some(30.0),
                         component: Some("speech_recognition".into()),
                         ..RendererMetrics::default()
@@ -472,6 +475,11 @@ mod tests {
         assert_eq!(decoded.position(), original.lock().position());
         let restored = Session::restore(original.id, original.tenant, decoded, limits());
         assert_eq!(restored.lock().replica_snapshot().encode(), encoded);
+        let gpu = |s: &Session| s.lock().metrics.as_ref().and_then(|m| m.gpu_usage);
+        assert_eq!(
+            gpu(&restored).map(f64::to_bits),
+            gpu(&original).map(f64::to_bits)
+        );
 
         {
             let g = restored.lock();
