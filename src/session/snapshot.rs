@@ -299,7 +299,7 @@ mod tests {
     fn events() -> Vec<(Event, Origin)> {
         let hub = Origin::hub;
         let question_id = EventId::new();
-        let mut ev = vec![
+        vec![
             (
                 Event::Created {
                     name: Some("Quarterly review".into()),
@@ -428,17 +428,16 @@ mod tests {
                 },
                 hub(),
             ),
-        ];
-        ev.push((
-            Event::Question {
-                question_id: EventId::new(),
-                participant_id: "p-1".into(),
-                participant_name: None,
-                text: "And Q4?".into(),
-            },
-            origin("p-1", Some(Role::Participant), Some("q-2")),
-        ));
-        ev
+            (
+                Event::Question {
+                    question_id: EventId::new(),
+                    participant_id: "p-1".into(),
+                    participant_name: None,
+                    text: "And Q4?".into(),
+                },
+                origin("p-1", Some(Role::Participant), Some("q-2")),
+            ),
+        ]
     }
 
     fn apply(inner: &mut Inner, id: SessionId, seq: Seq, event: Event, origin: Origin) {
