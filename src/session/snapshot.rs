@@ -137,11 +137,7 @@ impl Inner {
                 .collect(),
             responses: self.responses.iter().map(|(k, ())| *k).collect(),
             commands,
-            dedupe: self
-                .dedupe
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            dedupe: self.dedupe.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             questions_asked,
         }
     }
