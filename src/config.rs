@@ -367,7 +367,9 @@ impl Settings {
             return fail("redis.presence_ttl_s must be at least 3");
         }
         if r.stream_maxlen < 100 || r.pubsub_buffer < 1024 {
-            return fail("redis.stream_maxlen must be at least 100 and redis.pubsub_buffer at least 1024");
+            return fail(
+                "redis.stream_maxlen must be at least 100 and redis.pubsub_buffer at least 1024",
+            );
         }
         if ws.conflate_after_bytes >= ws.outbound_max_bytes {
             return fail(

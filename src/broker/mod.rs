@@ -160,7 +160,12 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// `position`) the node replaces its replica's state; without, its
     /// state carries on. Either way its history before `position` is gone
     /// and its clients must be told so.
-    fn on_stream_reset(&self, session: SessionId, position: StreamPosition, replica: Option<Vec<u8>>);
+    fn on_stream_reset(
+        &self,
+        session: SessionId,
+        position: StreamPosition,
+        replica: Option<Vec<u8>>,
+    );
 
     /// A checkpoint of the node's replica, when the broker must hand the
     /// session's state to other nodes (rejoining after an outage).

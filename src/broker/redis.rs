@@ -49,13 +49,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{
     ClientLike, Config, Error as RedisError, EventInterface, HashesInterface, KeysInterface,
     LuaInterface, PubsubInterface, SetsInterface, SortedSetsInterface,
 };
 use fred::types::config::ReconnectPolicy;
 use fred::types::{Builder, Value};
-use fred::clients::{Client, SubscriberClient};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
@@ -642,7 +642,12 @@ impl Shared {
         }
     }
 
-    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BrokerError> {
+    async fn run(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, BrokerError> {
         match script.run(&self.client, keys, args).await {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -736,7 +741,13 @@ impl Shared {
         let (local, from) = {
             let mut st = track.state.lock();
             st.resync_queued = false;
-            (st.local.is_some(), StreamPosition { epoch: st.epoch, seq: st.delivered })
+            (
+                st.local.is_some(),
+                StreamPosition {
+                    epoch: st.epoch,
+                    seq: st.delivered,
+                },
+            )
         };
         if local {
             return self.hand_over(track).await;
@@ -775,7 +786,15 @@ impl Shared {
             _ => {
                 // A fresh stream: this replica's state carries on and the
                 // new stream's events apply on top of it.
-                self.reset(track, StreamPosition { epoch: position.epoch, seq: 0 }, None, "restart");
+                self.reset(
+                    track,
+                    StreamPosition {
+                        epoch: position.epoch,
+                        seq: 0,
+                    },
+                    None,
+                    "restart",
+                );
                 Box::pin(self.sync(track)).await
             }
         }
@@ -797,7 +816,13 @@ impl Shared {
         Box::pin(self.sync(track)).await
     }
 
-    fn reset(&self, track: &Track, at: StreamPosition, replica: Option<Vec<u8>>, reason: &'static str) {
+    fn reset(
+        &self,
+        track: &Track,
+        at: StreamPosition,
+        replica: Option<Vec<u8>>,
+        reason: &'static str,
+    ) {
         let mut st = track.state.lock();
         st.epoch = at.epoch;
         st.delivered = at.seq;
@@ -889,7 +914,12 @@ impl Shared {
         }
     }
 
-    async fn presence(&self, session: SessionId, member: &str, delta: i64) -> Result<i64, BrokerError> {
+    async fn presence(
+        &self,
+        session: SessionId,
+        member: &str,
+        delta: i64,
+    ) -> Result<i64, BrokerError> {
         let v = self
             .run(
                 &SCRIPTS.presence,
@@ -960,7 +990,9 @@ impl Shared {
         if let Condition::SeqIs(expected) = condition
             && st.delivered != expected
         {
-            return Err(BrokerError::Conflict { current: st.delivered });
+            return Err(BrokerError::Conflict {
+                current: st.delivered,
+            });
         }
         let seq = st.delivered + 1;
         let p = Arc::new(Published::new(track.session, seq, ts, event, origin));
@@ -1000,12 +1032,17 @@ async fn receive(weak: Weak<Shared>) {
                 let Some(track) = shared.track(session) else {
                     continue;
                 };
-                let Some(body) = text(&msg.value) else { continue };
+                let Some(body) = text(&msg.value) else {
+                    continue;
+                };
                 on_message(&shared, &track, &body);
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 m::redis_pubsub_dropped(n);
-                tracing::warn!(dropped = n, "pub/sub buffer overflowed; refilling from streams");
+                tracing::warn!(
+                    dropped = n,
+                    "pub/sub buffer overflowed; refilling from streams"
+                );
                 resync_all(&shared);
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -1024,7 +1061,10 @@ fn on_message(shared: &Shared, track: &Arc<Track>, body: &str) {
     };
     match kind {
         Some("E") => {
-            let Some(p) = parts.next().and_then(|payload| decode(track.session, seq, payload)) else {
+            let Some(p) = parts
+                .next()
+                .and_then(|payload| decode(track.session, seq, payload))
+            else {
                 let mut st = track.state.lock();
                 shared.queue_resync(track, &mut st);
                 return;
@@ -1072,8 +1112,11 @@ async fn monitor(weak: Weak<Shared>) {
         if !was || reconnected {
             // Pub/sub may have missed messages, and subscriptions made
             // while Redis was away never happened.
-            let channels: Vec<String> =
-                shared.tracks.iter().map(|t| shared.keys.channel(t.session)).collect();
+            let channels: Vec<String> = shared
+                .tracks
+                .iter()
+                .map(|t| shared.keys.channel(t.session))
+                .collect();
             if !channels.is_empty()
                 && let Err(e) = shared.subscriber.subscribe(channels).await
             {
@@ -1104,7 +1147,10 @@ async fn monitor(weak: Weak<Shared>) {
 /// Runs queued resyncs, after a short wait so a gap can close by itself.
 async fn resync_worker(weak: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<SessionId>) {
     while let Some(first) = rx.recv().await {
-        let Some(wait) = weak.upgrade().map(|s| Duration::from_millis(s.cfg.gap_wait_ms)) else {
+        let Some(wait) = weak
+            .upgrade()
+            .map(|s| Duration::from_millis(s.cfg.gap_wait_ms))
+        else {
             return;
         };
         tokio::time::sleep(wait).await;
@@ -1114,7 +1160,9 @@ async fn resync_worker(weak: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Sessi
         }
         let Some(shared) = weak.upgrade() else { return };
         for session in batch {
-            let Some(track) = shared.track(session) else { continue };
+            let Some(track) = shared.track(session) else {
+                continue;
+            };
             {
                 let st = track.state.lock();
                 if !st.resync_queued {
@@ -1267,7 +1315,10 @@ impl Broker for RedisBroker {
         // Subscribe before reading the stream, so nothing published in
         // between is missed.
         let subscribed = s.subscriber.subscribe(s.keys.channel(session)).await;
-        let added: Result<i64, _> = s.client.sadd(s.keys.live_sessions(), session.to_string()).await;
+        let added: Result<i64, _> = s
+            .client
+            .sadd(s.keys.live_sessions(), session.to_string())
+            .await;
         if let Err(e) = subscribed.and(added.map(|_| ())) {
             s.tracks.remove(&session);
             return Err(unavailable(e));
@@ -1318,11 +1369,7 @@ impl Broker for RedisBroker {
         true
     }
 
-    async fn save_checkpoint(
-        &self,
-        session: SessionId,
-        cp: Checkpoint,
-    ) -> Result<(), BrokerError> {
+    async fn save_checkpoint(&self, session: SessionId, cp: Checkpoint) -> Result<(), BrokerError> {
         let s = &self.shared;
         if !s.is_up() {
             return Ok(());
@@ -1365,11 +1412,19 @@ impl Broker for RedisBroker {
         self.unwatch(session).await?;
         let s = &self.shared;
         let k = &s.keys;
-        let keys: Vec<String> = ["position", "stream", "checkpoint", "state", "metrics", "context", "presence"]
-            .iter()
-            .map(|part| k.session(session, part))
-            .chain([k.presence_on(session, &s.node)])
-            .collect();
+        let keys: Vec<String> = [
+            "position",
+            "stream",
+            "checkpoint",
+            "state",
+            "metrics",
+            "context",
+            "presence",
+        ]
+        .iter()
+        .map(|part| k.session(session, part))
+        .chain([k.presence_on(session, &s.node)])
+        .collect();
         let _: i64 = s.client.del(keys).await.map_err(unavailable)?;
         let _: i64 = s
             .client
@@ -1419,7 +1474,9 @@ mod tests {
 
     #[test]
     fn channel_names_map_back_to_sessions() {
-        let keys = Keys { prefix: "eva-t".into() };
+        let keys = Keys {
+            prefix: "eva-t".into(),
+        };
         let id = SessionId::new();
         assert_eq!(keys.session_of(&keys.channel(id)), Some(id));
         assert_eq!(keys.session_of("other:session:x:events"), None);

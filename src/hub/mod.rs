@@ -28,9 +28,7 @@ use uuid::Uuid;
 use crate::auth::limits::{Limits, Slot, TenantRefusal};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::{Authenticator, Principal};
-use crate::broker::{
-    Broker, BrokerError, BrokerHandler, Checkpoint, Condition, Origin, Published,
-};
+use crate::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition, Origin, Published};
 use crate::config::Settings;
 use crate::connection::ConnHandle;
 use crate::connection::outbox::OutboxLimits;
@@ -126,7 +124,12 @@ impl BrokerHandler for Delivery {
         }
     }
 
-    fn on_stream_reset(&self, session: SessionId, position: StreamPosition, replica: Option<Vec<u8>>) {
+    fn on_stream_reset(
+        &self,
+        session: SessionId,
+        position: StreamPosition,
+        replica: Option<Vec<u8>>,
+    ) {
         let Some(hub) = self.0.upgrade() else { return };
         let Some(s) = hub.sessions.get(&session).map(|s| s.clone()) else {
             return;
@@ -325,7 +328,12 @@ impl Hub {
         let restored = match self.broker.load_checkpoint(record.id).await? {
             Some((at, bytes)) if at.epoch == position.epoch && at.seq <= position.seq => {
                 match ReplicaSnapshot::decode(&bytes) {
-                    Ok(snap) => Some(Session::restore(record.id, record.tenant, snap, self.limits)),
+                    Ok(snap) => Some(Session::restore(
+                        record.id,
+                        record.tenant,
+                        snap,
+                        self.limits,
+                    )),
                     Err(e) => {
                         tracing::warn!(session = %record.id, error = %e, "undecodable checkpoint; loading from the store");
                         None

@@ -271,7 +271,8 @@ pub fn start_ticker(hub: Weak<HubInner>) {
             hub.flush_pending().await;
             if hub.broker.wants_checkpoints() {
                 let redis = &hub.settings.redis;
-                if last_checkpoint.elapsed() >= Duration::from_millis(redis.checkpoint_interval_ms) {
+                if last_checkpoint.elapsed() >= Duration::from_millis(redis.checkpoint_interval_ms)
+                {
                     last_checkpoint = Instant::now();
                     hub.checkpoint_changed().await;
                 }
@@ -381,7 +382,9 @@ impl Hub {
             tracing::info!(%session, member = %key, "member's node is gone; counting it out");
             match self.session_any_tenant(session).await {
                 Ok(s) => self.publish_leave(&s, &key).await,
-                Err(e) => tracing::debug!(%session, error = %e, "cannot load session to count a member out"),
+                Err(e) => {
+                    tracing::debug!(%session, error = %e, "cannot load session to count a member out")
+                }
             }
         }
     }

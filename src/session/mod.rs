@@ -764,7 +764,12 @@ impl Inner {
                 }
             }
             if self.info.status.is_terminal() {
-                for c in self.subs.renderers.values().chain(self.subs.participants.values()) {
+                for c in self
+                    .subs
+                    .renderers
+                    .values()
+                    .chain(self.subs.participants.values())
+                {
                     close.push((c.clone(), crate::protocol::CloseCode::SessionEnded));
                 }
             }
@@ -794,7 +799,8 @@ impl Inner {
                     0,
                 );
                 c.outbox.push(
-                    c.codec.frame(&ServerFrame::Snapshot(Box::new(snapshot.clone()))),
+                    c.codec
+                        .frame(&ServerFrame::Snapshot(Box::new(snapshot.clone()))),
                     None,
                     0,
                 );

@@ -1,0 +1,477 @@
+//! The broker conformance suite: every `Broker` implementation must
+//! sequence, deliver in order, keep bounded history, count presence and
+//! keep checkpoints the same way. Each test runs against the in-process
+//! broker and against the Redis broker (real Redis on 127.0.0.1:6379,
+//! `EVA_HUB_TEST_REDIS_URL` to change it, a fresh key prefix per test).
+//! A few tests that need two nodes or Redis itself run on Redis only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eva_hub::broker::memory::MemoryBroker;
+use eva_hub::broker::redis::RedisBroker;
+use eva_hub::broker::{
+    Broker, BrokerError, BrokerHandler, Checkpoint, Condition, Origin, Published,
+};
+use eva_hub::config::{RedisSettings, Settings};
+use eva_hub::ids::{Seq, SessionId};
+use eva_hub::protocol::model::{CustomAudience, Event, StreamPosition};
+use parking_lot::Mutex;
+use serde_json::json;
+
+const HISTORY: usize = 100;
+
+fn redis_url() -> String {
+    std::env::var("EVA_HUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis_settings() -> RedisSettings {
+    let mut r = Settings::defaults().redis;
+    r.url = redis_url();
+    r.prefix = format!("evatest-{}", uuid::Uuid::new_v4().simple());
+    r.stream_maxlen = HISTORY;
+    r.gap_wait_ms = 5;
+    r.presence_ttl_s = 3;
+    r
+}
+
+async fn redis_broker(cfg: &RedisSettings) -> Arc<RedisBroker> {
+    match RedisBroker::connect(cfg, HISTORY).await {
+        Ok(b) => Arc::new(b),
+        Err(e) => panic!(
+            "these tests need Redis at {} (start it with `redis-server --daemonize yes`): {e}",
+            cfg.url
+        ),
+    }
+}
+
+/// Records what the broker delivers.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(SessionId, Seq, String)>>,
+    resets: Mutex<Vec<(SessionId, StreamPosition, bool)>>,
+}
+
+impl BrokerHandler for Recorder {
+    fn on_publication(&self, p: Arc<Published>) {
+        let name = match &p.event {
+            Event::Custom { name, .. } => name.clone(),
+            other => format!("{other:?}"),
+        };
+        self.seen.lock().push((p.session, p.seq, name));
+    }
+
+    fn on_stream_reset(
+        &self,
+        session: SessionId,
+        position: StreamPosition,
+        replica: Option<Vec<u8>>,
+    ) {
+        self.resets
+            .lock()
+            .push((session, position, replica.is_some()));
+    }
+
+    fn checkpoint(&self, _session: SessionId) -> Option<Checkpoint> {
+        None
+    }
+}
+
+impl Recorder {
+    fn seqs(&self, session: SessionId) -> Vec<Seq> {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|(s, _, _)| *s == session)
+            .map(|(_, seq, _)| *seq)
+            .collect()
+    }
+
+    fn names(&self, session: SessionId) -> Vec<(Seq, String)> {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|(s, _, _)| *s == session)
+            .map(|(_, seq, n)| (*seq, n.clone()))
+            .collect()
+    }
+
+    async fn wait_for(&self, session: SessionId, n: usize) -> Vec<Seq> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seqs = self.seqs(session);
+            if seqs.len() >= n || tokio::time::Instant::now() > deadline {
+                return seqs;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn event(name: &str) -> Event {
+    Event::Custom {
+        name: name.into(),
+        audience: CustomAudience::All,
+        data: json!({ "n": name }),
+        from: "test".into(),
+    }
+}
+
+async fn publish(b: &dyn Broker, s: SessionId, name: &str) -> Arc<Published> {
+    b.publish(s, event(name), Origin::hub(), 1, Condition::Always)
+        .await
+        .expect("publish")
+}
+
+async fn watched(b: &dyn Broker, s: SessionId) -> StreamPosition {
+    let pos = b.position(s).await.expect("position");
+    b.watch(s, pos).await.expect("watch");
+    pos
+}
+
+fn consecutive(seqs: &[Seq], from: Seq) -> bool {
+    seqs.iter().enumerate().all(|(i, s)| *s == from + i as Seq)
+}
+
+/// The implementations under test, each with its handler attached.
+async fn brokers() -> Vec<(&'static str, Arc<dyn Broker>, Arc<Recorder>)> {
+    let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HISTORY));
+    let redis: Arc<dyn Broker> = redis_broker(&redis_settings()).await;
+    let mut out = Vec::new();
+    for (name, b) in [("memory", memory), ("redis", redis)] {
+        let rec = Arc::new(Recorder::default());
+        b.attach(rec.clone());
+        out.push((name, b, rec));
+    }
+    out
+}
+
+#[tokio::test]
+async fn publications_are_sequenced_from_one_and_delivered_in_order() {
+    for (name, b, rec) in brokers().await {
+        let s = SessionId::new();
+        let start = watched(b.as_ref(), s).await;
+        assert_eq!(start.seq, 0, "{name}: a new stream starts empty");
+        for i in 0..50 {
+            let p = publish(b.as_ref(), s, &format!("e{i}")).await;
+            assert_eq!(p.seq, i + 1, "{name}");
+        }
+        // A publish returns once this node delivered it.
+        let seqs = rec.seqs(s);
+        assert_eq!(seqs.len(), 50, "{name}: delivered before publish returned");
+        assert!(consecutive(&seqs, 1), "{name}: {seqs:?}");
+        let pos = b.position(s).await.unwrap();
+        assert_eq!((pos.epoch, pos.seq), (start.epoch, 50), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_conditional_publish_fails_once_the_stream_moved() {
+    for (name, b, _rec) in brokers().await {
+        let s = SessionId::new();
+        watched(b.as_ref(), s).await;
+        publish(b.as_ref(), s, "a").await;
+        let stale = b
+            .publish(s, event("b"), Origin::hub(), 1, Condition::SeqIs(0))
+            .await;
+        assert!(
+            matches!(stale, Err(BrokerError::Conflict { current: 1 })),
+            "{name}: {stale:?}"
+        );
+        let fresh = b
+            .publish(s, event("b"), Origin::hub(), 1, Condition::SeqIs(1))
+            .await
+            .expect("condition holds");
+        assert_eq!(fresh.seq, 2, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn history_returns_what_was_missed_until_it_is_trimmed() {
+    for (name, b, _rec) in brokers().await {
+        let s = SessionId::new();
+        let start = watched(b.as_ref(), s).await;
+        for i in 0..20 {
+            publish(b.as_ref(), s, &format!("e{i}")).await;
+        }
+        let page = b.history(s, 15, 100).await.expect("history");
+        assert_eq!(page.epoch, start.epoch, "{name}");
+        assert_eq!(page.top, 20, "{name}");
+        let seqs: Vec<Seq> = page.events.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![16, 17, 18, 19, 20], "{name}");
+        assert!(matches!(page.events[0].event, Event::Custom { ref name, .. } if name == "e15"));
+        let limited = b.history(s, 0, 3).await.unwrap();
+        assert_eq!(limited.events.len(), 3, "{name}: limit is honoured");
+        for i in 20..(HISTORY + 30) {
+            publish(b.as_ref(), s, &format!("e{i}")).await;
+        }
+        let trimmed = b.history(s, 5, 100).await;
+        assert!(
+            matches!(trimmed, Err(BrokerError::Trimmed { after: 5 })),
+            "{name}: history is bounded: {trimmed:?}"
+        );
+        let tail = b.history(s, (HISTORY + 20) as Seq, 100).await.unwrap();
+        assert_eq!(tail.events.len(), 10, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn watching_from_a_position_delivers_what_followed_it() {
+    for (name, b, rec) in brokers().await {
+        let s = SessionId::new();
+        let start = b.position(s).await.unwrap();
+        // Published before this node watches (by another node, or before
+        // the replica existed).
+        for i in 0..5 {
+            b.publish(
+                s,
+                event(&format!("e{i}")),
+                Origin::hub(),
+                1,
+                Condition::Always,
+            )
+            .await
+            .unwrap();
+        }
+        rec.seen.lock().clear();
+        b.watch(
+            s,
+            StreamPosition {
+                epoch: start.epoch,
+                seq: 2,
+            },
+        )
+        .await
+        .unwrap();
+        publish(b.as_ref(), s, "e5").await;
+        let seqs = rec.wait_for(s, 4).await;
+        assert_eq!(seqs, vec![3, 4, 5, 6], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn presence_counts_connections_per_member() {
+    for (name, b, _rec) in brokers().await {
+        let s = SessionId::new();
+        watched(b.as_ref(), s).await;
+        assert!(
+            b.presence_join(s, "participant:a").await.unwrap(),
+            "{name}: first"
+        );
+        assert!(
+            !b.presence_join(s, "participant:a").await.unwrap(),
+            "{name}: second"
+        );
+        assert!(
+            b.presence_join(s, "participant:b").await.unwrap(),
+            "{name}: other member"
+        );
+        assert!(
+            !b.presence_leave(s, "participant:a").await.unwrap(),
+            "{name}: one left"
+        );
+        assert!(
+            b.presence_leave(s, "participant:a").await.unwrap(),
+            "{name}: last"
+        );
+        assert!(
+            b.presence_join(s, "participant:a").await.unwrap(),
+            "{name}: back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_keep_the_newest_of_the_current_stream() {
+    for (name, b, _rec) in brokers().await {
+        let s = SessionId::new();
+        let start = watched(b.as_ref(), s).await;
+        for i in 0..3 {
+            publish(b.as_ref(), s, &format!("e{i}")).await;
+        }
+        let cp = |seq: Seq, data: &[u8]| Checkpoint {
+            position: StreamPosition {
+                epoch: start.epoch,
+                seq,
+            },
+            replica: data.to_vec(),
+            state: "{}".into(),
+            metrics: None,
+            context: "{}".into(),
+        };
+        b.save_checkpoint(s, cp(3, b"three")).await.unwrap();
+        b.save_checkpoint(s, cp(2, b"two")).await.unwrap();
+        let loaded = b.load_checkpoint(s).await.unwrap();
+        if b.wants_checkpoints() {
+            let (pos, data) = loaded.expect("saved");
+            assert_eq!(
+                (pos.seq, data.as_slice()),
+                (3, &b"three"[..]),
+                "{name}: older one ignored"
+            );
+        } else {
+            assert!(loaded.is_none(), "{name}: keeps none");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Redis only: several nodes, and Redis itself misbehaving.
+// ---------------------------------------------------------------------
+
+async fn nodes(n: usize, cfg: &RedisSettings) -> Vec<(Arc<RedisBroker>, Arc<Recorder>)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut c = cfg.clone();
+        c.node_id = format!("node-{i}");
+        let b = redis_broker(&c).await;
+        let rec = Arc::new(Recorder::default());
+        b.attach(rec.clone());
+        out.push((b, rec));
+    }
+    out
+}
+
+#[tokio::test]
+async fn nodes_publishing_concurrently_see_one_order() {
+    let cfg = redis_settings();
+    let nodes = nodes(3, &cfg).await;
+    let s = SessionId::new();
+    for (b, _) in &nodes {
+        watched(b.as_ref(), s).await;
+    }
+    let per_node = 200;
+    let tasks: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (b, _))| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for k in 0..per_node {
+                    b.publish(
+                        s,
+                        event(&format!("n{i}-{k}")),
+                        Origin::hub(),
+                        1,
+                        Condition::Always,
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = 3 * per_node;
+    let reference = {
+        nodes[0].1.wait_for(s, total).await;
+        nodes[0].1.names(s)
+    };
+    assert_eq!(reference.len(), total);
+    for (i, (_, rec)) in nodes.iter().enumerate() {
+        rec.wait_for(s, total).await;
+        let got = rec.names(s);
+        let seqs: Vec<Seq> = got.iter().map(|(s, _)| *s).collect();
+        assert!(
+            consecutive(&seqs, 1),
+            "node {i}: 0 gaps, 0 duplicates, 0 reorders"
+        );
+        assert_eq!(got, reference, "node {i} saw the same event at every seq");
+    }
+}
+
+#[tokio::test]
+async fn killed_pubsub_connections_are_refilled_from_the_stream() {
+    let mut cfg = redis_settings();
+    // Room for everything published while the subscriber reconnects.
+    cfg.stream_maxlen = 10_000;
+    let nodes = nodes(2, &cfg).await;
+    let s = SessionId::new();
+    for (b, _) in &nodes {
+        watched(b.as_ref(), s).await;
+    }
+    let publisher = nodes[0].0.clone();
+    let total = 600;
+    let task = tokio::spawn(async move {
+        for k in 0..total {
+            publisher
+                .publish(
+                    s,
+                    event(&format!("e{k}")),
+                    Origin::hub(),
+                    1,
+                    Condition::Always,
+                )
+                .await
+                .unwrap();
+            if k % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let admin = fred::prelude::Client::new(
+        fred::prelude::Config::from_url(&cfg.url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let _: fred::types::Value = fred::prelude::ClientLike::custom(
+            &admin,
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .unwrap();
+    }
+    task.await.unwrap();
+    let seqs = nodes[1].1.wait_for(s, total).await;
+    assert_eq!(seqs.len(), total, "every event reached the other node");
+    assert!(consecutive(&seqs, 1), "no gap, duplicate or reorder");
+}
+
+#[tokio::test]
+async fn the_members_of_a_dead_node_are_counted_out_once() {
+    let cfg = redis_settings();
+    let nodes = nodes(2, &cfg).await;
+    let s = SessionId::new();
+    let (a, b) = (&nodes[0].0, &nodes[1].0);
+    watched(a.as_ref(), s).await;
+    watched(b.as_ref(), s).await;
+    assert!(a.presence_join(s, "participant:a").await.unwrap());
+    assert!(
+        !b.presence_join(s, "participant:a").await.unwrap(),
+        "counted on both nodes"
+    );
+    assert!(b.presence_join(s, "participant:only-b").await.unwrap());
+    // Node b stops refreshing its heartbeat (it "dies").
+    let b_node = b.node().to_owned();
+    drop(nodes);
+    let _ = b_node;
+    let survivor = redis_broker(&RedisSettings {
+        node_id: "survivor".into(),
+        ..cfg.clone()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut gone = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        gone.extend(survivor.reap().await.unwrap());
+        if gone.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gone.sort();
+    let mut want = vec![
+        (s, "participant:a".to_owned()),
+        (s, "participant:only-b".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(gone, want, "both nodes' members are counted out, each once");
+    assert!(survivor.reap().await.unwrap().is_empty(), "and only once");
+}
