@@ -15,6 +15,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[allow(dead_code, unreachable_pub)]
 mod support;
 
 use std::collections::BTreeMap;
@@ -490,10 +491,10 @@ async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr
     }
     let report = check_stream(&recs, marker, &pushed.acks, &ticks);
     eprintln!(
-        "traffic took {traffic:?}: {} states + {} REST events, marker at seq {marker}\n{}",
+        "traffic took {traffic:?}: {} states + {} REST events, marker at seq {marker}; {} watchers",
         pushed.acks.len(),
         ticks.len(),
-        report.lines().count()
+        report.lines().count() - 1
     );
 }
 
