@@ -12,6 +12,11 @@
 //! fail and say what to start. Tests run one at a time (they start up to
 //! three hubs each and measure timings), each within a deadline; a failing
 //! test prints the tail of every log it produced.
+//!
+//! `EVA_CLUSTER_SELF_TEST=1` runs every "node" as one hub with the
+//! in-process broker: it checks the tests' own bookkeeping, and only
+//! `cross_node_order`, `resume_on_other_node` and `pubsub_client_kill`
+//! (which then kills nothing) can pass that way.
 
 #[path = "../common/mod.rs"]
 mod common;
