@@ -19,6 +19,7 @@ use crate::auth::credentials::CredentialAuthenticator;
 use crate::auth::dev::DevAuthenticator;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::config::{Settings, redact_url};
 use crate::hub::Hub;
 use crate::store::Store;
@@ -42,10 +43,12 @@ impl Backends {
         let broker: Arc<dyn Broker> = if settings.redis.url.is_empty() {
             Arc::new(MemoryBroker::new(settings.session.history_size))
         } else {
-            bail!(
-                "redis.url is set ({}) but this build has no Redis broker",
-                redact_url(&settings.redis.url)
-            );
+            let broker = RedisBroker::connect(&settings.redis, settings.session.history_size)
+                .await
+                .with_context(|| {
+                    format!("cannot reach Redis at {}", redact_url(&settings.redis.url))
+                })?;
+            Arc::new(broker)
         };
         let store = open_store(settings).await?;
         let auth = authenticator(settings, store.clone())?;

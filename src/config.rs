@@ -117,6 +117,35 @@ pub struct RedisSettings {
     /// `redis://host:port`; empty means the in-process broker.
     pub url: String,
     pub prefix: String,
+    /// Names this node in Redis (presence, logs); empty: a random name.
+    pub node_id: String,
+    /// Events kept per session in its Redis stream (resume on any node).
+    pub stream_maxlen: usize,
+    /// Lifetime of a session's stream, position and checkpoint after its
+    /// last event.
+    pub stream_ttl_s: u64,
+    /// Lifetime of the `:state`, `:metrics` and `:context` views.
+    pub state_ttl_s: u64,
+    pub metrics_ttl_s: u64,
+    pub context_ttl_s: u64,
+    /// A node's members vanish this long after it stops refreshing them.
+    pub presence_ttl_s: u64,
+    /// How often a node writes a checkpoint of sessions it changed.
+    pub checkpoint_interval_ms: u64,
+    /// Pub/sub messages buffered between the Redis connection and the
+    /// node; past this the oldest are dropped (counted) and refilled.
+    pub pubsub_buffer: usize,
+    /// Timeout of every Redis command.
+    pub command_timeout_ms: u64,
+    /// How long a gap in pub/sub delivery waits for the missing messages
+    /// before the node refills it from the stream.
+    pub gap_wait_ms: u64,
+}
+
+impl RedisSettings {
+    pub fn command_timeout(&self) -> Duration {
+        ms(self.command_timeout_ms)
+    }
 }
 
 /// Credentials: connection-token keys, their validation, and the browser
@@ -329,6 +358,16 @@ impl Settings {
         let fail = |m: &str| Err(ConfigError(m.to_owned()));
         if ws.max_frame_bytes > ws.max_message_bytes {
             return fail("websocket.max_frame_bytes must not exceed websocket.max_message_bytes");
+        }
+        let r = &self.redis;
+        if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {
+            return fail("redis.prefix must be a non-empty word");
+        }
+        if r.presence_ttl_s < 3 {
+            return fail("redis.presence_ttl_s must be at least 3");
+        }
+        if r.stream_maxlen < 100 || r.pubsub_buffer < 1024 {
+            return fail("redis.stream_maxlen must be at least 100 and redis.pubsub_buffer at least 1024");
         }
         if ws.conflate_after_bytes >= ws.outbound_max_bytes {
             return fail(

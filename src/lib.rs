@@ -20,7 +20,7 @@
 //! | [`gateway`] | the public listener: accept loop, WebSocket upgrade, REST, health |
 //! | [`connection`] | one socket: outbox, vectored writer, tungstenite reader plumbing |
 //! | [`hub`] | the registry of sessions and connections; what every frame does |
-//! | [`session`] | one session's replica: the fold of its events, history, subscribers |
+//! | [`session`] | one session's replica: the fold of its events, history, subscribers; snapshots to start one on another node |
 //! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory) |
 //! | [`store`] | trait: durable rows (SQLite, PostgreSQL, memory), the batch writer in front of it, retention |
 //! | [`auth`] | trait: credentials → identities (JWT + API keys, dev); abuse limits; origin policy |

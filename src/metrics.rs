@@ -253,6 +253,35 @@ pub fn store_backlog_refused() {
 
 /// Installs the Prometheus recorder once per process (tests start several
 /// hubs in one process) and returns its handle.
+/// One sequencing round trip to Redis (publish script).
+pub fn redis_publish(took: Duration) {
+    histogram!("eva_redis_publish_seconds").record(took.as_secs_f64());
+}
+
+/// Pub/sub messages the node's buffer dropped; each gap is refilled from
+/// the session's stream.
+pub fn redis_pubsub_dropped(n: u64) {
+    counter!("eva_redis_pubsub_dropped_total").increment(n);
+}
+
+/// Events a node read from a session's stream to fill a gap in pub/sub
+/// delivery.
+pub fn redis_refilled(n: u64) {
+    counter!("eva_redis_refilled_events_total").increment(n);
+}
+
+/// A session's stream continued somewhere this node could not follow
+/// event by event: `reason` is `restart` (Redis lost it), `outage` (this
+/// node sequenced alone), `adopted` (another node's outage run), `behind`.
+pub fn redis_stream_reset(reason: &'static str) {
+    counter!("eva_redis_stream_resets_total", "reason" => reason).increment(1);
+}
+
+/// Whether this node reaches Redis (1) or sequences alone (0).
+pub fn redis_up(up: bool) {
+    gauge!("eva_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
 pub fn install_exporter() -> metrics_exporter_prometheus::PrometheusHandle {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =

@@ -142,7 +142,19 @@ impl Broker for MemoryBroker {
         })
     }
 
-    async fn watch(&self, _session: SessionId) -> Result<(), BrokerError> {
+    async fn watch(&self, session: SessionId, from: StreamPosition) -> Result<(), BrokerError> {
+        // Publications between the caller's `position()` and now reached
+        // the handler before the caller's replica existed; hand them over
+        // again (the replica skips what it has).
+        let stream = self.stream(session);
+        let s = stream.lock();
+        if s.epoch == from.epoch
+            && let Some(h) = self.handler.get()
+        {
+            for p in s.ring.iter().filter(|p| p.seq > from.seq) {
+                h.on_publication(p.clone());
+            }
+        }
         Ok(())
     }
 

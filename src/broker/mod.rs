@@ -12,6 +12,7 @@
 //! gaps, including the node's own.
 
 pub mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -100,6 +101,20 @@ impl Published {
     }
 }
 
+/// A replica's replicated state at a stream position (encoded by
+/// [`crate::session::snapshot`]), so a node that starts watching a live
+/// session can build its replica from it plus the events after it,
+/// without the session's whole log.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub position: StreamPosition,
+    pub replica: Vec<u8>,
+    /// JSON views other services read (`:state`, `:metrics`, `:context`).
+    pub state: String,
+    pub metrics: Option<String>,
+    pub context: String,
+}
+
 /// A condition checked atomically with sequencing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Condition {
@@ -138,10 +153,18 @@ pub enum BrokerError {
 pub trait BrokerHandler: Send + Sync + 'static {
     fn on_publication(&self, publication: Arc<Published>);
 
-    /// A stream was lost and started again under a new epoch (for example
-    /// a Redis restart without persistence). Nodes must treat every client
-    /// position in the old epoch as unresumable.
-    fn on_stream_reset(&self, session: SessionId, position: StreamPosition);
+    /// The stream continues at `position`, not after the last publication
+    /// delivered: it was lost and restarted under a new epoch (a Redis
+    /// restart), this node sequenced on its own during an outage, or it
+    /// fell too far behind to refill. With `replica` (a checkpoint at
+    /// `position`) the node replaces its replica's state; without, its
+    /// state carries on. Either way its history before `position` is gone
+    /// and its clients must be told so.
+    fn on_stream_reset(&self, session: SessionId, position: StreamPosition, replica: Option<Vec<u8>>);
+
+    /// A checkpoint of the node's replica, when the broker must hand the
+    /// session's state to other nodes (rejoining after an outage).
+    fn checkpoint(&self, session: SessionId) -> Option<Checkpoint>;
 }
 
 #[async_trait]
@@ -177,8 +200,9 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         limit: usize,
     ) -> Result<HistoryPage, BrokerError>;
 
-    /// Starts delivering this session's publications to this node.
-    async fn watch(&self, session: SessionId) -> Result<(), BrokerError>;
+    /// Starts delivering this session's publications after `from` to this
+    /// node: first those already in history, then live ones, in order.
+    async fn watch(&self, session: SessionId, from: StreamPosition) -> Result<(), BrokerError>;
 
     /// Stops delivering this session's publications to this node.
     async fn unwatch(&self, session: SessionId) -> Result<(), BrokerError>;
@@ -190,6 +214,35 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Counts one connection of `member` fewer. Returns true if it was the
     /// member's last.
     async fn presence_leave(&self, session: SessionId, member: &str) -> Result<bool, BrokerError>;
+
+    /// Members whose last connection was on a node that died: their
+    /// presence is gone and somebody must publish their `leave`.
+    async fn reap(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether other nodes may need checkpoints to build replicas. The
+    /// single-node broker never does, so the hub skips the work.
+    fn wants_checkpoints(&self) -> bool {
+        false
+    }
+
+    /// Stores a checkpoint if it is newer than the stored one.
+    async fn save_checkpoint(
+        &self,
+        _session: SessionId,
+        _checkpoint: Checkpoint,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// The latest checkpoint of the session's current stream, if any.
+    async fn load_checkpoint(
+        &self,
+        _session: SessionId,
+    ) -> Result<Option<(StreamPosition, Vec<u8>)>, BrokerError> {
+        Ok(None)
+    }
 
     /// Drops the stream and presence of a session that is gone for good.
     async fn remove(&self, session: SessionId) -> Result<(), BrokerError>;

@@ -927,6 +927,9 @@ impl Hub {
         if me.role != Role::Operator {
             live(&s.lock())?;
         }
+        if let Some(pos) = resume {
+            self.backfill_history(&s, pos).await;
+        }
         let conn = client.conn.clone();
         let mut fence = None;
         match me.role {
@@ -950,6 +953,12 @@ impl Hub {
                     .await?;
                 if let Event::Renderer { fence: f, .. } = p.event {
                     fence = Some(f);
+                }
+                // Counted like a member so that, across nodes, a renderer
+                // whose node dies is counted out (see `publish_leave`).
+                let key = member_key(Role::Renderer, &me.subject);
+                if let Err(e) = self.broker.presence_join(s.id, &key).await {
+                    tracing::debug!(session = %s.id, error = %e, "renderer presence not counted");
                 }
             }
             Role::Participant | Role::Operator => {
@@ -1012,6 +1021,29 @@ impl Hub {
         Ok(())
     }
 
+    /// Makes a resume from `pos` exact when this node's history starts
+    /// after it (the client was on another node, or this node started
+    /// watching later): the broker's history fills in the older events.
+    async fn backfill_history(&self, s: &Arc<Session>, pos: StreamPosition) {
+        let (epoch, first, top) = {
+            let g = s.lock();
+            let first = g.history.front().map_or(g.seq + 1, |p| p.seq);
+            (g.epoch, first, g.seq)
+        };
+        if pos.epoch != epoch || pos.seq >= top || pos.seq + 1 >= first {
+            return;
+        }
+        let want = (first - pos.seq - 1) as usize;
+        if want > self.settings.session.history_size {
+            return;
+        }
+        match self.broker.history(s.id, pos.seq, want).await {
+            Ok(page) if page.epoch == epoch => s.lock().backfill(page.events),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(session = %s.id, error = %e, "no older history to backfill"),
+        }
+    }
+
     /// Counts a member in; the first connection anywhere publishes `join`.
     async fn presence_join(&self, s: &Arc<Session>, member: Member) -> Result<(), HubError> {
         let key = member_key(member.role, &member.id);
@@ -1059,6 +1091,29 @@ impl Hub {
                 tracing::warn!(session = %s.id, error = %e, "presence leave failed");
                 return;
             }
+        }
+        self.publish_leave(s, key).await;
+    }
+
+    /// Publishes the `leave` of a member counted out everywhere (by its
+    /// last connection here, or because its node died).
+    pub(crate) async fn publish_leave(&self, s: &Arc<Session>, key: &str) {
+        if let Some(subject) = key.strip_prefix("renderer:") {
+            // A renderer's node died with it: free the slot so its
+            // reconnect (anywhere) needs no takeover.
+            let _ = self
+                .publish_checked(s, Origin::hub(), |g| {
+                    if !g.renderer.connected || g.renderer.id.as_deref() != Some(subject) {
+                        return Err(refuse(ErrorCode::Conflict, "renderer already gone"));
+                    }
+                    Ok(Event::Renderer {
+                        connected: false,
+                        fence: g.renderer.fence,
+                        renderer_id: g.renderer.id.clone(),
+                    })
+                })
+                .await;
+            return;
         }
         let mut left = None;
         let result = self
@@ -1165,6 +1220,11 @@ impl Hub {
         }
         if leave_now {
             self.presence_leave(s, &key).await;
+        }
+        if me.role == Role::Renderer
+            && let Err(e) = self.broker.presence_leave(s.id, &key).await
+        {
+            tracing::debug!(session = %s.id, error = %e, "renderer presence not counted out");
         }
         if let Some(fence) = renderer_fence {
             let _ = self

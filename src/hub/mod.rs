@@ -28,13 +28,16 @@ use uuid::Uuid;
 use crate::auth::limits::{Limits, Slot, TenantRefusal};
 use crate::auth::origin::OriginPolicy;
 use crate::auth::{Authenticator, Principal};
-use crate::broker::{Broker, BrokerError, BrokerHandler, Condition, Origin, Published};
+use crate::broker::{
+    Broker, BrokerError, BrokerHandler, Checkpoint, Condition, Origin, Published,
+};
 use crate::config::Settings;
 use crate::connection::ConnHandle;
 use crate::connection::outbox::OutboxLimits;
 use crate::ids::{ConnId, SessionId, TenantId, now_ms};
 use crate::protocol::model::{Counters, CustomAudience, Event, SessionState, StreamPosition};
 use crate::protocol::{CloseCode, ErrorCode, SessionStatus};
+use crate::session::snapshot::ReplicaSnapshot;
 use crate::session::{Inner, ReplicaLimits, Session};
 use crate::store::writer::{Ack, BatchWriter};
 use crate::store::{Row, SessionQuery, SessionRecord};
@@ -123,15 +126,44 @@ impl BrokerHandler for Delivery {
         }
     }
 
-    fn on_stream_reset(&self, session: SessionId, position: StreamPosition) {
+    fn on_stream_reset(&self, session: SessionId, position: StreamPosition, replica: Option<Vec<u8>>) {
         let Some(hub) = self.0.upgrade() else { return };
-        if let Some(s) = hub.sessions.get(&session) {
-            let mut g = s.lock();
-            tracing::warn!(%session, epoch = %position.epoch, "session stream reset; history dropped");
-            g.epoch = position.epoch;
-            g.seq = position.seq;
-            g.history.clear();
+        let Some(s) = hub.sessions.get(&session).map(|s| s.clone()) else {
+            return;
+        };
+        let snapshot = replica.and_then(|bytes| match ReplicaSnapshot::decode(&bytes) {
+            Ok(snap) => Some(snap),
+            Err(e) => {
+                tracing::error!(%session, error = %e, "undecodable checkpoint; keeping this node's state");
+                None
+            }
+        });
+        tracing::warn!(%session, epoch = %position.epoch, seq = position.seq, restored = snapshot.is_some(), "session stream continues elsewhere; history dropped");
+        let close = s.lock().reset(session, position, snapshot);
+        for (conn, code) in close {
+            conn.outbox.close(code);
         }
+    }
+
+    fn checkpoint(&self, session: SessionId) -> Option<Checkpoint> {
+        let hub = self.0.upgrade()?;
+        let s = hub.sessions.get(&session).map(|s| s.clone())?;
+        let g = s.lock();
+        Some(checkpoint_of(&g))
+    }
+}
+
+/// The replica's checkpoint, with the JSON views Redis keeps beside it.
+fn checkpoint_of(g: &Inner) -> Checkpoint {
+    Checkpoint {
+        position: g.position(),
+        replica: g.replica_snapshot().encode(),
+        state: serde_json::to_string(&g.state).unwrap_or_default(),
+        metrics: g
+            .metrics
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok()),
+        context: serde_json::to_string(&g.context).unwrap_or_default(),
     }
 }
 
@@ -267,12 +299,53 @@ impl Hub {
         self.load(record).await
     }
 
-    /// Makes a stored session live on this node.
+    /// The session whatever its tenant, for the hub's own housekeeping.
+    pub(crate) async fn session_any_tenant(&self, id: SessionId) -> Result<Arc<Session>, HubError> {
+        if let Some(s) = self.sessions.get(&id) {
+            return Ok(s.clone());
+        }
+        let record = self
+            .writer
+            .store()
+            .get_session(None, id)
+            .await?
+            .ok_or_else(not_found)?;
+        self.load(record).await
+    }
+
+    /// Makes a stored session live on this node: from the latest
+    /// checkpoint of its stream if another node has one (the session is
+    /// live elsewhere), else from the stored record; then applies the
+    /// stream after that point and follows it.
     pub async fn load(&self, record: SessionRecord) -> Result<Arc<Session>, HubError> {
-        self.broker.watch(record.id).await?;
+        if let Some(s) = self.sessions.get(&record.id) {
+            return Ok(s.clone());
+        }
         let position = self.broker.position(record.id).await?;
-        let session = Arc::new(Session::new(&record, position, self.limits));
-        Ok(self.sessions.entry(record.id).or_insert(session).clone())
+        let restored = match self.broker.load_checkpoint(record.id).await? {
+            Some((at, bytes)) if at.epoch == position.epoch && at.seq <= position.seq => {
+                match ReplicaSnapshot::decode(&bytes) {
+                    Ok(snap) => Some(Session::restore(record.id, record.tenant, snap, self.limits)),
+                    Err(e) => {
+                        tracing::warn!(session = %record.id, error = %e, "undecodable checkpoint; loading from the store");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let session =
+            Arc::new(restored.unwrap_or_else(|| Session::new(&record, position, self.limits)));
+        let from = session.lock().position();
+        let session = match self.sessions.entry(record.id) {
+            dashmap::Entry::Occupied(o) => return Ok(o.get().clone()),
+            dashmap::Entry::Vacant(v) => v.insert(session).clone(),
+        };
+        if let Err(e) = self.broker.watch(record.id, from).await {
+            self.sessions.remove(&record.id);
+            return Err(e.into());
+        }
+        Ok(session)
     }
 
     /// Loads every session that had not ended, after a restart. Their
@@ -298,10 +371,12 @@ impl Hub {
         event: Event,
         origin: Origin,
     ) -> Result<Arc<Published>, HubError> {
-        Ok(self
+        let p = self
             .broker
             .publish(session.id, event, origin, now_ms(), Condition::Always)
-            .await?)
+            .await?;
+        session.lock().pending.checkpoint_due = true;
+        Ok(p)
     }
 
     /// Publishes an event built from the replica, on the condition that
@@ -332,7 +407,10 @@ impl Hub {
                 )
                 .await
             {
-                Ok(p) => return Ok(p),
+                Ok(p) => {
+                    session.lock().pending.checkpoint_due = true;
+                    return Ok(p);
+                }
                 Err(BrokerError::Conflict { current }) => self.catch_up(session, current).await,
                 Err(e) => return Err(e.into()),
             }

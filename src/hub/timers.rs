@@ -262,11 +262,24 @@ pub fn start_ticker(hub: Weak<HubInner>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now();
         let mut last_eviction = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut last_reap = Instant::now();
         loop {
             tick.tick().await;
             let Some(inner) = hub.upgrade() else { return };
             let hub = Hub::from_inner(inner);
             hub.flush_pending().await;
+            if hub.broker.wants_checkpoints() {
+                let redis = &hub.settings.redis;
+                if last_checkpoint.elapsed() >= Duration::from_millis(redis.checkpoint_interval_ms) {
+                    last_checkpoint = Instant::now();
+                    hub.checkpoint_changed().await;
+                }
+                if last_reap.elapsed() >= Duration::from_secs(redis.presence_ttl_s / 3) {
+                    last_reap = Instant::now();
+                    hub.reap_dead_nodes().await;
+                }
+            }
             if last_heartbeat.elapsed() >= hub.settings.websocket.heartbeat_interval() {
                 last_heartbeat = Instant::now();
                 hub.heartbeat();
@@ -333,6 +346,42 @@ impl Hub {
             if let Some((state, progress)) = rows {
                 self.persist_droppable(vec![state]);
                 self.persist(vec![progress]);
+            }
+        }
+    }
+
+    /// Writes a checkpoint of every session this node published to since
+    /// its last one, so nodes that join later can build a replica.
+    async fn checkpoint_changed(&self) {
+        for s in self.sessions_loaded() {
+            let cp = {
+                let mut g = s.lock();
+                if !std::mem::take(&mut g.pending.checkpoint_due) {
+                    continue;
+                }
+                super::checkpoint_of(&g)
+            };
+            if let Err(e) = self.broker.save_checkpoint(s.id, cp).await {
+                s.lock().pending.checkpoint_due = true;
+                tracing::debug!(session = %s.id, error = %e, "checkpoint not saved");
+            }
+        }
+    }
+
+    /// Publishes the `leave` of members whose node died.
+    async fn reap_dead_nodes(&self) {
+        let gone = match self.broker.reap().await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence reap failed");
+                return;
+            }
+        };
+        for (session, key) in gone {
+            tracing::info!(%session, member = %key, "member's node is gone; counting it out");
+            match self.session_any_tenant(session).await {
+                Ok(s) => self.publish_leave(&s, &key).await,
+                Err(e) => tracing::debug!(%session, error = %e, "cannot load session to count a member out"),
             }
         }
     }

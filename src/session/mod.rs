@@ -10,6 +10,7 @@
 //!   ordered stream of its view.
 
 pub mod recent;
+pub mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use parking_lot::{Mutex, MutexGuard};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -34,6 +36,7 @@ use crate::protocol::model::{
 use crate::protocol::{Codec, ServerFrame};
 use crate::store::SessionRecord;
 use recent::RecentMap;
+pub use snapshot::{ReplicaSnapshot, SnapshotError};
 
 /// Limits that shape a replica's memory; from `[session]` settings.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +52,7 @@ pub struct ReplicaLimits {
 }
 
 /// Descriptive fields of a session (seed 000 `sessions`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Info {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -63,7 +66,7 @@ pub struct Info {
 }
 
 /// The operator holding a takeover.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Controller {
     pub operator_id: String,
     pub intervention_id: EventId,
@@ -71,7 +74,7 @@ pub struct Controller {
 }
 
 /// Who renders the session, as the event log says.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RendererSlot {
     pub connected: bool,
     pub fence: u64,
@@ -79,22 +82,24 @@ pub struct RendererSlot {
 }
 
 /// A question remembered so responses can reference it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuestionRef {
     pub text: String,
     pub participant_id: String,
 }
 
 /// A command (or emergency stop) awaiting the renderer's acknowledgement.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PendingCommand {
     /// When this node received it, on the [`crate::clock`] timeline.
+    /// Meaningless on another node, so never shipped in a snapshot.
+    #[serde(skip)]
     pub issued_us: u64,
     pub emergency: bool,
 }
 
 /// What a dedupe hit answers with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Seen {
     pub seq: Seq,
     pub ref_id: Option<EventId>,
@@ -122,6 +127,8 @@ pub struct Pending {
     pub state_persisted_at: Option<Instant>,
     /// Metric thresholds currently crossed (alert raised, not yet cleared).
     pub latched: Vec<&'static str>,
+    /// This node published since its last checkpoint (cluster mode).
+    pub checkpoint_due: bool,
 }
 
 /// The local connections watching the session, per role.
@@ -702,6 +709,98 @@ impl Inner {
             }
         }
         Ok(replay)
+    }
+
+    /// Replaces the replicated state with `snap`; what is local to this
+    /// node (connections, presence here, pending work) stays.
+    fn install(&mut self, id: SessionId, snap: snapshot::ReplicaSnapshot) {
+        let mut fresh = Session::restore(id, TenantId::default(), snap, self.limits)
+            .inner
+            .into_inner();
+        fresh.subs = std::mem::take(&mut self.subs);
+        fresh.local_renderer = self.local_renderer;
+        fresh.local_members = std::mem::take(&mut self.local_members);
+        fresh.pending = std::mem::take(&mut self.pending);
+        *self = fresh;
+    }
+
+    /// Puts older events (oldest first) in front of the history, where
+    /// they continue it without a gap; anything else is ignored.
+    pub fn backfill(&mut self, older: Vec<Arc<Published>>) {
+        let mut next = self.history.front().map_or(self.seq + 1, |p| p.seq);
+        for p in older.into_iter().rev() {
+            if p.seq + 1 != next || self.history.len() >= self.limits.history_size {
+                continue;
+            }
+            next = p.seq;
+            self.history.push_front(p);
+        }
+    }
+
+    /// Continues the stream at `position` instead of after the last event:
+    /// history before it is gone, and with a `snapshot` the replicated
+    /// state is replaced by it. Every local connection is told
+    /// (discontinuity and a fresh snapshot). Returns connections to close.
+    pub fn reset(
+        &mut self,
+        id: SessionId,
+        position: StreamPosition,
+        snapshot: Option<snapshot::ReplicaSnapshot>,
+    ) -> Vec<(Arc<ConnHandle>, crate::protocol::CloseCode)> {
+        let mut close = Vec::new();
+        let reason = if position.epoch == self.epoch {
+            DiscontinuityReason::HistoryTrimmed
+        } else {
+            DiscontinuityReason::EpochChanged
+        };
+        if let Some(snap) = snapshot {
+            self.install(id, snap);
+            if let Some((conn, fence)) = self.local_renderer
+                && fence < self.renderer.fence
+            {
+                self.local_renderer = None;
+                if let Some(c) = self.subs.renderers.get(&conn) {
+                    close.push((c.clone(), crate::protocol::CloseCode::Replaced));
+                }
+            }
+            if self.info.status.is_terminal() {
+                for c in self.subs.renderers.values().chain(self.subs.participants.values()) {
+                    close.push((c.clone(), crate::protocol::CloseCode::SessionEnded));
+                }
+            }
+        }
+        self.epoch = position.epoch;
+        self.seq = position.seq;
+        self.history.clear();
+        let roles = [
+            (Role::Renderer, &self.subs.renderers),
+            (Role::Operator, &self.subs.operators),
+            (Role::Participant, &self.subs.participants),
+        ];
+        for (role, conns) in roles {
+            if conns.is_empty() {
+                continue;
+            }
+            let snapshot = self.snapshot(id, role);
+            for c in conns.values() {
+                c.outbox.push(
+                    c.codec.frame(&ServerFrame::Discontinuity {
+                        session: id,
+                        reason,
+                        epoch: self.epoch,
+                        seq: self.seq,
+                    }),
+                    None,
+                    0,
+                );
+                c.outbox.push(
+                    c.codec.frame(&ServerFrame::Snapshot(Box::new(snapshot.clone()))),
+                    None,
+                    0,
+                );
+            }
+        }
+        close
     }
 
     /// Removes a connection; returns whether it was subscribed.

@@ -47,6 +47,14 @@ impl<K: Hash + Eq + Clone, V> RecentMap<K, V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Entries oldest first, the order they will be evicted in: inserting
+    /// them in this order into an empty map rebuilds this one.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.map.get(k).map(|v| (k, v)))
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +71,15 @@ mod tests {
         m.insert(3, "c");
         assert!(!m.contains(&1));
         assert_eq!(m.get(&3), Some(&"c"));
+    }
+
+    #[test]
+    fn iterates_in_insertion_order() {
+        let mut m = RecentMap::new(3);
+        for k in [5, 1, 4, 1, 2] {
+            m.insert(k, ());
+        }
+        let keys: Vec<_> = m.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [1, 4, 2]);
     }
 }
