@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_counters;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -224,6 +225,15 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// presence is gone and somebody must publish their `leave`.
     async fn reap(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
         Ok(Vec::new())
+    }
+
+    /// Counters for the abuse limits shared by every node, when the
+    /// broker links several; `None` keeps them per node.
+    fn shared_counters(
+        &self,
+        _limits: &crate::config::LimitSettings,
+    ) -> Option<Arc<dyn crate::auth::limits::Counters>> {
+        None
     }
 
     /// Whether other nodes may need checkpoints to build replicas. The

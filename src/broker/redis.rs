@@ -218,20 +218,20 @@ return out
 
 /// A Lua script run by hash, loaded on first use and again after Redis
 /// forgot it (a restart).
-struct Script {
+pub(crate) struct Script {
     source: &'static str,
     sha: Mutex<Option<String>>,
 }
 
 impl Script {
-    const fn new(source: &'static str) -> Script {
+    pub(crate) const fn new(source: &'static str) -> Script {
         Script {
             source,
             sha: Mutex::new(None),
         }
     }
 
-    async fn run(
+    pub(crate) async fn run(
         &self,
         client: &Client,
         keys: Vec<String>,
@@ -543,6 +543,22 @@ impl RedisBroker {
     /// This node's name in Redis.
     pub fn node(&self) -> &str {
         &self.shared.node
+    }
+}
+
+impl RedisBroker {
+    fn counters_for(
+        &self,
+        limits: &crate::config::LimitSettings,
+    ) -> Arc<dyn crate::auth::limits::Counters> {
+        let s = &self.shared;
+        Arc::new(super::redis_counters::RedisCounters::new(
+            s.client.clone(),
+            s.keys.prefix.clone(),
+            s.node.clone(),
+            s.cfg.presence_ttl_s,
+            limits,
+        ))
     }
 }
 
@@ -1367,6 +1383,13 @@ impl Broker for RedisBroker {
 
     fn wants_checkpoints(&self) -> bool {
         true
+    }
+
+    fn shared_counters(
+        &self,
+        limits: &crate::config::LimitSettings,
+    ) -> Option<Arc<dyn crate::auth::limits::Counters>> {
+        Some(self.counters_for(limits))
     }
 
     async fn save_checkpoint(&self, session: SessionId, cp: Checkpoint) -> Result<(), BrokerError> {

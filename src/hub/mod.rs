@@ -201,9 +201,12 @@ impl Hub {
             auth.dev = false;
             OriginPolicy::from_settings(&auth).expect("an empty allow-list is valid")
         });
-        // Node-local counters; a cluster-wide `Counters` can be put here
-        // (Limits::new) without changing any caller.
-        let limiter = Limits::local(&settings.limits);
+        // Counters that span connections are shared through the broker
+        // when it links several nodes, else kept on this node.
+        let limiter = match broker.shared_counters(&settings.limits) {
+            Some(counters) => Limits::new(&settings.limits, counters),
+            None => Limits::local(&settings.limits),
+        };
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| HubInner {
             settings: settings.clone(),
             broker: broker.clone(),

@@ -475,3 +475,46 @@ async fn the_members_of_a_dead_node_are_counted_out_once() {
     assert_eq!(gone, want, "both nodes' members are counted out, each once");
     assert!(survivor.reap().await.unwrap().is_empty(), "and only once");
 }
+
+#[tokio::test]
+async fn abuse_limit_counters_are_shared_by_every_node() {
+    use eva_hub::auth::limits::{RateKey, SlotKey};
+    use eva_hub::ids::TenantId;
+    let cfg = redis_settings();
+    let nodes = nodes(2, &cfg).await;
+    let mut limits = Settings::defaults().limits;
+    limits.questions_per_minute = 3;
+    let a = nodes[0]
+        .0
+        .shared_counters(&limits)
+        .expect("Redis shares counters");
+    let b = nodes[1]
+        .0
+        .shared_counters(&limits)
+        .expect("Redis shares counters");
+    // Heartbeats make each node's slots count; the broker writes them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tenant = SlotKey::Tenant(TenantId::default());
+    assert!(a.acquire(tenant, 2).await.unwrap());
+    assert!(b.acquire(tenant, 2).await.unwrap());
+    assert!(!a.acquire(tenant, 2).await.unwrap(), "the cap spans nodes");
+    b.release(tenant);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !a.acquire(tenant, 2).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a released slot is free again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asker = RateKey::Questions(TenantId::default(), "p1".into());
+    for counters in [&a, &b, &a] {
+        assert_eq!(counters.hit(&asker).await.unwrap(), Ok(()));
+    }
+    let refused = b.hit(&asker).await.unwrap();
+    assert!(
+        matches!(refused, Err(wait) if wait > Duration::ZERO),
+        "the fourth question in a minute, on either node, waits: {refused:?}"
+    );
+    drop(nodes);
+}
