@@ -189,12 +189,19 @@ if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return total
 "#;
 
-/// KEYS: heartbeats. ARGV: prefix, deadline ms. Counts out every member
-/// of every node whose heartbeat is older than the deadline; returns
+/// KEYS: heartbeats. ARGV: prefix, deadline ms, and optionally a node to
+/// forget whatever its heartbeat (this node, restarted under its old
+/// name). Counts out every member of every node whose heartbeat is older
+/// than the deadline, frees its connection slots, and returns the
 /// (session, member) pairs whose total reached zero.
 const REAP: &str = r#"
 local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if ARGV[3] then table.insert(dead, ARGV[3]) end
+for _, node in ipairs(dead) do
+  local slots = ARGV[1] .. ':ws:node:' .. node .. ':slots'
+  for _, key in ipairs(redis.call('SMEMBERS', slots)) do redis.call('HDEL', key, node) end
+  redis.call('DEL', slots)
   local set = ARGV[1] .. ':ws:node:' .. node .. ':sessions'
   for _, sid in ipairs(redis.call('SMEMBERS', set)) do
     local total = ARGV[1] .. ':session:' .. sid .. ':presence'
@@ -463,8 +470,10 @@ struct Shared {
     history_size: usize,
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     tracks: DashMap<SessionId, Arc<Track>>,
-    up: AtomicBool,
+    up: Arc<AtomicBool>,
     resync: mpsc::UnboundedSender<SessionId>,
+    /// Members of this node's previous life, counted out at start.
+    forgotten: Mutex<Vec<(SessionId, String)>>,
 }
 
 pub struct RedisBroker {
@@ -529,10 +538,16 @@ impl RedisBroker {
             history_size: history_size.max(1),
             handler: OnceLock::new(),
             tracks: DashMap::new(),
-            up: AtomicBool::new(true),
+            up: Arc::new(AtomicBool::new(true)),
             resync: tx,
+            forgotten: Mutex::new(Vec::new()),
         });
         m::redis_up(true);
+        // A node restarted under its old name must not inherit the members
+        // and connection slots of its previous life: count them out now
+        // (their `leave` events go out with the first reap).
+        let forgotten = shared.reap(Some(&shared.node)).await?;
+        *shared.forgotten.lock() = forgotten;
         tokio::spawn(receive(Arc::downgrade(&shared)));
         tokio::spawn(monitor(Arc::downgrade(&shared)));
         tokio::spawn(resync_worker(Arc::downgrade(&shared), rx));
@@ -557,6 +572,7 @@ impl RedisBroker {
             s.keys.prefix.clone(),
             s.node.clone(),
             s.cfg.presence_ttl_s,
+            s.up.clone(),
             limits,
         ))
     }
@@ -775,8 +791,11 @@ impl Shared {
                     let n = events.len();
                     let mut last = from.seq;
                     for (seq, payload) in events {
-                        if let Some(p) = decode(track.session, seq, &payload) {
-                            self.offer(track, from.epoch, p);
+                        match decode(track.session, seq, &payload) {
+                            Some(p) => self.offer(track, from.epoch, p),
+                            // Waiting for it would stall the session here
+                            // for good; the replica notes the hole.
+                            None => self.skip(track, from.epoch, seq),
                         }
                         last = seq;
                     }
@@ -786,7 +805,12 @@ impl Shared {
                     }
                     from.seq = last;
                 }
-                Ok(Some(_)) | Ok(None) => return self.follow_restart(track).await,
+                Ok(Some(_)) => return self.follow_restart(track).await,
+                // Redis lost the stream and nobody published since. Do not
+                // start one: a node that ran the session alone meanwhile
+                // must be able to hand its run over. The next publication
+                // (or hand-over) arrives under a new epoch and is followed.
+                Ok(None) => return Ok(()),
                 Err(BrokerError::Trimmed { .. }) => return self.reload(track, "behind").await,
                 Err(e) => return Err(e),
             }
@@ -830,6 +854,19 @@ impl Shared {
             }
         }
         Box::pin(self.sync(track)).await
+    }
+
+    /// Moves past an event no node can read.
+    fn skip(&self, track: &Track, epoch: Epoch, seq: Seq) {
+        let mut guard = track.state.lock();
+        let st = &mut *guard;
+        if st.epoch == epoch && st.delivered + 1 == seq && st.local.is_none() {
+            st.delivered = seq;
+            let next = seq + 1;
+            if let Some(p) = st.pending.remove(&next) {
+                self.deliver(st, p);
+            }
+        }
     }
 
     fn reset(
@@ -928,6 +965,23 @@ impl Shared {
                 run.since = at;
             }
         }
+    }
+
+    /// Counts out the members of dead nodes (and of `forget`).
+    async fn reap(&self, forget: Option<&str>) -> Result<Vec<(SessionId, String)>, BrokerError> {
+        let deadline = now_ms().saturating_sub(self.cfg.presence_ttl_s * 1000);
+        let mut args: Vec<Value> = vec![self.keys.prefix.clone().into(), (deadline as i64).into()];
+        if let Some(node) = forget {
+            args.push(node.to_owned().into());
+        }
+        let v = self
+            .run(&SCRIPTS.reap, vec![self.keys.heartbeats()], args)
+            .await?;
+        let flat: Vec<String> = array(v).iter().filter_map(text).collect();
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))
+            .collect())
     }
 
     async fn presence(
@@ -1363,22 +1417,11 @@ impl Broker for RedisBroker {
 
     async fn reap(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
         let s = &self.shared;
-        if !s.is_up() {
-            return Ok(Vec::new());
+        let mut gone = std::mem::take(&mut *s.forgotten.lock());
+        if s.is_up() {
+            gone.extend(s.reap(None).await?);
         }
-        let deadline = now_ms().saturating_sub(s.cfg.presence_ttl_s * 1000);
-        let v = s
-            .run(
-                &SCRIPTS.reap,
-                vec![s.keys.heartbeats()],
-                vec![s.keys.prefix.clone().into(), (deadline as i64).into()],
-            )
-            .await?;
-        let flat: Vec<String> = array(v).iter().filter_map(text).collect();
-        Ok(flat
-            .chunks_exact(2)
-            .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))
-            .collect())
+        Ok(gone)
     }
 
     fn wants_checkpoints(&self) -> bool {

@@ -8,6 +8,8 @@
 //! fixed windows (`eva:ratelimit:{key}:{window}`, seed 000 §3.2): one
 //! `INCR` per event, expiring with the window.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +22,8 @@ use crate::auth::limits::{Counters, RateKey, SlotKey};
 use crate::config::LimitSettings;
 use crate::ids::now_ms;
 
-/// KEYS: slot hash, heartbeats. ARGV: node, limit, deadline ms, ttl.
+/// KEYS: slot hash, heartbeats, this node's slot set. ARGV: node, limit,
+/// deadline ms, ttl.
 const ACQUIRE: &str = r#"
 local held = redis.call('HGETALL', KEYS[1])
 local total = 0
@@ -36,6 +39,7 @@ end
 if total >= tonumber(ARGV[2]) then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], KEYS[1])
 return 1
 "#;
 
@@ -60,6 +64,9 @@ pub struct RedisCounters {
     prefix: String,
     node: String,
     presence_ttl_ms: u64,
+    /// The broker's view of Redis: while it is away, counters fail open
+    /// at once instead of waiting out a command timeout.
+    up: Arc<AtomicBool>,
     questions_per_minute: u32,
     rest_per_window: u32,
 }
@@ -70,6 +77,7 @@ impl RedisCounters {
         prefix: String,
         node: String,
         presence_ttl_s: u64,
+        up: Arc<AtomicBool>,
         limits: &LimitSettings,
     ) -> RedisCounters {
         RedisCounters {
@@ -77,10 +85,19 @@ impl RedisCounters {
             prefix,
             node,
             presence_ttl_ms: presence_ttl_s * 1000,
+            up,
             questions_per_minute: limits.questions_per_minute,
-            // A one-second window admits the burst once per second: the
-            // sustained rate is at most max(rate, burst), as documented.
-            rest_per_window: limits.rest_per_s.max(limits.rest_burst),
+            // A fixed one-second window: `rest_per_s` calls in each second
+            // (the burst allowance refines a single node's bucket only).
+            rest_per_window: limits.rest_per_s,
+        }
+    }
+
+    fn reachable(&self) -> Result<(), String> {
+        if self.up.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("Redis is unreachable".into())
         }
     }
 
@@ -95,11 +112,16 @@ impl RedisCounters {
 #[async_trait]
 impl Counters for RedisCounters {
     async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
+        self.reachable()?;
         let deadline = now_ms().saturating_sub(self.presence_ttl_ms);
         let v = ACQUIRE_SCRIPT
             .run(
                 &self.client,
-                vec![self.slot_key(&key), format!("{}:ws:nodes", self.prefix)],
+                vec![
+                    self.slot_key(&key),
+                    format!("{}:ws:nodes", self.prefix),
+                    format!("{}:ws:node:{}:slots", self.prefix, self.node),
+                ],
                 vec![
                     self.node.clone().into(),
                     i64::from(limit).into(),
@@ -136,6 +158,7 @@ impl Counters for RedisCounters {
         if limit == 0 {
             return Ok(Ok(()));
         }
+        self.reachable()?;
         let window = now_ms() / 1000 / window_s;
         let v = HIT_SCRIPT
             .run(

@@ -345,8 +345,24 @@ impl Hub {
             }
             _ => None,
         };
-        let session =
-            Arc::new(restored.unwrap_or_else(|| Session::new(&record, position, self.limits)));
+        let session = match restored {
+            Some(s) => s,
+            // No checkpoint, but the stream still holds every event from
+            // the first: fold them all over the session as created. Else
+            // the stored record is the best there is.
+            None if position.seq > 0
+                && matches!(self.broker.history(record.id, 0, 1).await,
+                    Ok(ref page) if page.epoch == position.epoch) =>
+            {
+                let first = StreamPosition {
+                    epoch: position.epoch,
+                    seq: 0,
+                };
+                Session::new(&record.as_created(), first, self.limits)
+            }
+            None => Session::new(&record, position, self.limits),
+        };
+        let session = Arc::new(session);
         let from = session.lock().position();
         let session = match self.sessions.entry(record.id) {
             dashmap::Entry::Occupied(o) => return Ok(o.get().clone()),

@@ -442,7 +442,10 @@ impl Hub {
         }
         for id in evict {
             self.sessions.remove(&id);
-            let _ = self.broker.unwatch(id).await;
+            // Ended for good: its stream, presence and views can go.
+            if let Err(e) = self.broker.remove(id).await {
+                tracing::debug!(session = %id, error = %e, "ended session's stream not removed");
+            }
         }
     }
 

@@ -74,6 +74,22 @@ pub struct SessionRecord {
     pub context: Value,
 }
 
+impl SessionRecord {
+    /// The session as it was created: what its event stream folds from.
+    pub fn as_created(&self) -> SessionRecord {
+        SessionRecord {
+            status: SessionStatus::Created,
+            started_at: None,
+            ended_at: None,
+            counters: Counters::default(),
+            last_error: None,
+            state: SessionState::default(),
+            context: Value::Object(Default::default()),
+            ..self.clone()
+        }
+    }
+}
+
 /// Filters and paging for session listings.
 #[derive(Clone, Debug, Default)]
 pub struct SessionQuery {

@@ -518,3 +518,29 @@ async fn abuse_limit_counters_are_shared_by_every_node() {
     );
     drop(nodes);
 }
+
+#[tokio::test]
+async fn a_node_restarted_under_its_old_name_counts_its_old_members_out() {
+    let cfg = RedisSettings {
+        node_id: "restarting".into(),
+        ..redis_settings()
+    };
+    let s = SessionId::new();
+    {
+        let first = redis_broker(&cfg).await;
+        watched(first.as_ref(), s).await;
+        assert!(first.presence_join(s, "participant:a").await.unwrap());
+    }
+    // Back within the presence TTL, so its heartbeat is still fresh.
+    let again = redis_broker(&cfg).await;
+    assert_eq!(
+        again.reap().await.unwrap(),
+        vec![(s, "participant:a".to_owned())],
+        "the previous life's member is counted out, once"
+    );
+    watched(again.as_ref(), s).await;
+    assert!(
+        again.presence_join(s, "participant:a").await.unwrap(),
+        "and can join afresh"
+    );
+}
