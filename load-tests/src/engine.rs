@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eva_hub::client::{Client, ClientReceiver, ClientSender, ConnectOptions};
 use eva_hub::protocol::Codec;
+use futures_util::future::LocalBoxFuture;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -288,22 +289,53 @@ struct SessionRig {
     id: String,
     renderer_tx: ClientSender,
     renderer_rx: ClientReceiver,
-    subscribers: Vec<ClientReceiver>,
+    /// Each subscriber with its group (the index of the hub it joined on).
+    subscribers: Vec<(usize, ClientReceiver)>,
     estop_op: Option<ClientSender>,
     drains: Vec<ClientReceiver>,
 }
 
 /// Runs a plan against a hub; `cpu` and `rss` read the hub's counters.
 pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outcome> {
+    let mut across = run_across(hub, &[hub], plan, None).await?;
+    Ok(across.groups.remove(0))
+}
+
+/// Counters read at the start and at the end of the measured window
+/// (e.g. from other processes); the run reports end − start of each.
+pub type Gauges<'a> = &'a dyn Fn() -> LocalBoxFuture<'static, Vec<f64>>;
+
+/// What [`run_across`] measured.
+#[derive(Debug)]
+pub struct Across {
+    /// One outcome per hub that subscribers joined on, in the order given:
+    /// its subscribers' deliveries and latency, and that hub's CPU.
+    pub groups: Vec<Outcome>,
+    /// End − start of each gauge over the measured window.
+    pub gauges: Vec<f64>,
+}
+
+/// Runs a plan whose sessions are created and published on `home`, with
+/// `plan.participants` participants per session joined on *each* hub of
+/// `join_on`. Operators and the stop probe join on `home` and count in
+/// group 0 (pass `home` first). Latency, delivery and the hub's CPU are
+/// reported per hub of `join_on`.
+pub async fn run_across(
+    home: &crate::hubproc::Hub,
+    join_on: &[&crate::hubproc::Hub],
+    plan: &Plan,
+    gauges: Option<Gauges<'_>>,
+) -> anyhow::Result<Across> {
     let clock = Clock::new();
-    let addr = hub.addr;
+    let addr = home.addr;
     let pad = padding(plan.payload);
+    let groups = join_on.len();
 
     // --- set up sessions and clients ---
     let mut rigs = Vec::new();
     let mut conn_no = 0usize;
     for s in 0..plan.sessions {
-        let id = hub.create_session(&format!("load-{s}")).await?;
+        let id = home.create_session(&format!("load-{s}")).await?;
         let Joined {
             tx: mut rtx,
             rx: rrx,
@@ -321,24 +353,28 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
             format!(r#"{{"type":"status","session":"{id}","status":"active"}}"#).into(),
         ))
         .await?;
-        let base = conn_no;
-        let subs = connect_many(plan.participants, 128, |k| {
-            let id = id.clone();
-            async move {
-                let j = connect_and_join(
-                    addr,
-                    &format!("dev:participant:p{s}-{k}"),
-                    &id,
-                    source(base + k, plan.sources),
-                    None,
-                )
-                .await?;
-                Ok(j.rx)
-            }
-        })
-        .await?;
-        conn_no += plan.participants;
-        let mut subscribers = subs;
+        let mut subscribers = Vec::new();
+        for (g, hub) in join_on.iter().enumerate() {
+            let base = conn_no;
+            let at = hub.addr;
+            let subs = connect_many(plan.participants, 128, |k| {
+                let id = id.clone();
+                async move {
+                    let j = connect_and_join(
+                        at,
+                        &format!("dev:participant:p{s}-{g}-{k}"),
+                        &id,
+                        source(base + k, plan.sources),
+                        None,
+                    )
+                    .await?;
+                    Ok((g, j.rx))
+                }
+            })
+            .await?;
+            conn_no += plan.participants;
+            subscribers.extend(subs);
+        }
         if plan.operators {
             let j = connect_and_join(
                 addr,
@@ -349,7 +385,7 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
             )
             .await?;
             conn_no += 1;
-            subscribers.push(j.rx);
+            subscribers.push((0, j.rx));
         }
         let mut drains = Vec::new();
         let estop_op = if plan.estop_every.is_some() && s == 0 {
@@ -383,22 +419,26 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
     let warmup_events = (plan.warmup.as_secs_f64() * plan.rate).ceil() as u64;
     let total_events = ((plan.warmup + plan.duration).as_secs_f64() * plan.rate).floor() as u64;
     let end_ns = start_ns + (total_events as f64 * period_ns) as u64;
-    let collector = Rc::new(RefCell::new(Collector {
-        latency: latency_histogram(),
-        last: vec![vec![0; total_events as usize]; plan.sessions],
-        first_measured: warmup_events,
-        deliveries: 0,
-    }));
+    let collectors: Vec<_> = (0..groups)
+        .map(|_| {
+            Rc::new(RefCell::new(Collector {
+                latency: latency_histogram(),
+                last: vec![vec![0; total_events as usize]; plan.sessions],
+                first_measured: warmup_events,
+                deliveries: 0,
+            }))
+        })
+        .collect();
     let estop_hist = Rc::new(RefCell::new(latency_histogram()));
     let estop_sent_at = Rc::new(Cell::new(0u64));
     let mut tallies = Vec::new();
     let mut tasks = Vec::new();
     let mut publishers = Vec::new();
     for (s, rig) in rigs.into_iter().enumerate() {
-        for rx in rig.subscribers {
+        for (g, rx) in rig.subscribers {
             let tally = Rc::new(RefCell::new(Tally::new()));
-            tallies.push(tally.clone());
-            let collector = collector.clone();
+            tallies.push((g, tally.clone()));
+            let collector = collectors[g].clone();
             tasks.push(tokio::task::spawn_local(subscriber(
                 rx, s, tally, collector, clock,
             )));
@@ -444,7 +484,11 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
     // --- measure the window after warm-up ---
     let measure_from = start_ns + (warmup_events as f64 * period_ns) as u64;
     sleep_until_ns(clock, measure_from).await;
-    let cpu0 = hub.cpu_seconds();
+    let cpu0: Vec<_> = join_on.iter().map(|h| h.cpu_seconds()).collect();
+    let gauges0 = match gauges {
+        Some(g) => g().await,
+        None => Vec::new(),
+    };
     let window_start = clock.ns();
     let mut sent = 0;
     for p in publishers {
@@ -457,8 +501,8 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
     let mut last_total = 0;
     let mut last_change = Instant::now();
     loop {
-        let done: u64 = tallies.iter().map(|t| t.borrow().next()).sum();
-        if tallies.iter().all(|t| t.borrow().next() >= expected) {
+        let done: u64 = tallies.iter().map(|(_, t)| t.borrow().next()).sum();
+        if tallies.iter().all(|(_, t)| t.borrow().next() >= expected) {
             break;
         }
         if done != last_total {
@@ -470,35 +514,49 @@ pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outco
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let window = Duration::from_nanos(clock.ns() - window_start);
-    let cpu1 = hub.cpu_seconds();
-    let rss = hub.rss_bytes();
+    let cpu1: Vec<_> = join_on.iter().map(|h| h.cpu_seconds()).collect();
+    let gauges1 = match gauges {
+        Some(g) => g().await,
+        None => Vec::new(),
+    };
     for t in &tasks {
         t.abort();
     }
-    let mut totals = Totals::default();
-    for t in &tallies {
-        t.borrow().merge_into(&mut totals, sent);
-    }
-    let c = collector.borrow();
-    let mut last_delivery = latency_histogram();
-    for per_session in &c.last {
-        for &us in per_session.iter().skip(warmup_events as usize) {
-            if us > 0 {
-                let _ = last_delivery.record(us);
+    let mut outcomes = Vec::with_capacity(groups);
+    for (g, hub) in join_on.iter().enumerate() {
+        let mut totals = Totals::default();
+        for (_, t) in tallies.iter().filter(|(tg, _)| *tg == g) {
+            t.borrow().merge_into(&mut totals, sent);
+        }
+        let c = collectors[g].borrow();
+        let mut last_delivery = latency_histogram();
+        for per_session in &c.last {
+            for &us in per_session.iter().skip(warmup_events as usize) {
+                if us > 0 {
+                    let _ = last_delivery.record(us);
+                }
             }
         }
+        let estop = if g == 0 {
+            estop_hist.borrow().clone()
+        } else {
+            latency_histogram()
+        };
+        outcomes.push(Outcome {
+            sent: sent.saturating_sub(warmup_events),
+            totals,
+            latency: c.latency.clone(),
+            last_delivery,
+            estop,
+            deliveries: c.deliveries,
+            window,
+            hub_cpu_seconds: cpu0[g].zip(cpu1[g]).map(|(a, b)| b - a),
+            hub_rss_bytes: hub.rss_bytes(),
+        });
     }
-    let estop = estop_hist.borrow().clone();
-    Ok(Outcome {
-        sent: sent.saturating_sub(warmup_events),
-        totals,
-        latency: c.latency.clone(),
-        last_delivery,
-        estop,
-        deliveries: c.deliveries,
-        window,
-        hub_cpu_seconds: cpu0.zip(cpu1).map(|(a, b)| b - a),
-        hub_rss_bytes: rss,
+    Ok(Across {
+        groups: outcomes,
+        gauges: gauges1.iter().zip(&gauges0).map(|(b, a)| b - a).collect(),
     })
 }
 

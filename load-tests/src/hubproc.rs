@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 #[derive(Debug)]
 pub struct Hub {
     pub addr: SocketAddr,
+    /// The Prometheus endpoint, when we started the hub.
+    pub metrics_addr: Option<SocketAddr>,
     /// Known when we can read its `/proc` entry.
     pub pid: Option<u32>,
     child: Option<Child>,
@@ -24,8 +26,12 @@ pub struct Spawn {
     pub binary: PathBuf,
     /// CPU list for `taskset -c`, e.g. `0`; `None` runs unpinned.
     pub cpus: Option<String>,
-    /// Extra `EVA_HUB__…` settings.
+    /// Extra environment: `EVA_HUB__…` settings (and `REDIS_URL`,
+    /// `DATABASE_URL`, which override the memory store).
     pub env: Vec<(String, String)>,
+    /// Where the hub's output goes; `None`: stderr is inherited, stdout
+    /// dropped.
+    pub log: Option<PathBuf>,
 }
 
 impl Spawn {
@@ -44,13 +50,14 @@ impl Hub {
     pub fn external(addr: SocketAddr, pid: Option<u32>) -> Hub {
         Hub {
             addr,
+            metrics_addr: None,
             pid,
             child: None,
         }
     }
 
     /// Starts a hub in `--dev` mode on free loopback ports and waits until
-    /// it answers `/healthz`.
+    /// it answers `/healthz` (fails at once if it exits first).
     pub async fn spawn(opts: &Spawn) -> anyhow::Result<Hub> {
         if !opts.binary.exists() {
             bail!(
@@ -100,24 +107,45 @@ impl Hub {
             ]
             .map(|k| (format!("EVA_HUB__LIMITS__{k}"), "0".to_owned())),
         )
-        .envs(opts.env.iter().cloned())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .envs(opts.env.iter().cloned());
+        match &opts.log {
+            Some(path) => {
+                let out = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                cmd.stdout(out.try_clone()?).stderr(out);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+            }
+        }
         let child = cmd.spawn().context("cannot start the hub")?;
         let pid = child.id();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let hub = Hub {
+        let mut hub = Hub {
             addr,
+            metrics_addr: Some(format!("127.0.0.1:{metrics_port}").parse()?),
             pid: Some(pid),
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
+        // `/healthz`, not a TCP connect: the listener is bound before the
+        // store is migrated, and a second node must not start migrating
+        // while the first one still is.
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            if http(addr, "GET", "/healthz", None).await.is_ok() {
                 return Ok(hub);
             }
+            if let Some(status) = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!(
+                    "the hub exited with {status} before answering /healthz on {addr}{}",
+                    opts.log
+                        .as_ref()
+                        .map(|l| format!(" (its log: {})", l.display()))
+                        .unwrap_or_default()
+                );
+            }
             if Instant::now() > deadline {
-                bail!("the hub did not start listening on {addr}");
+                bail!("the hub did not answer /healthz on {addr}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -125,11 +153,17 @@ impl Hub {
 
     /// User + system CPU seconds the hub process has used so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        cpu_seconds_of(self.pid?)
+    }
+
+    /// The sum of a counter (all its label sets) on the hub's `/metrics`,
+    /// 0 if it is not there yet. Needs a hub this generator started.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let addr = self
+            .metrics_addr
+            .context("no metrics address for this hub")?;
+        let text = http(addr, "GET", "/metrics", None).await?;
+        Ok(metric_sum(&text, name))
     }
 
     /// Resident memory of the hub process, bytes.
@@ -173,6 +207,79 @@ impl Drop for Hub {
             let _ = c.wait();
         }
     }
+}
+
+/// User + system CPU seconds process `pid` has used so far.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The sum of the samples named `name` in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends one Redis command (RESP) and returns the reply's payload: the
+/// text of a bulk or simple string, the digits of an integer. An error
+/// reply is an error.
+pub async fn redis_command(addr: &str, args: &[&str]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {addr}"))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("Redis at {addr} closed the connection");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[1..eol]).into_owned();
+            match buf[0] {
+                b'+' | b':' => return Ok(head),
+                b'-' => bail!("Redis: {head}"),
+                b'$' => {
+                    let len: usize = head.parse().context("bulk length")?;
+                    if buf.len() >= eol + 2 + len {
+                        return Ok(
+                            String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into_owned()
+                        );
+                    }
+                }
+                _ => bail!("unexpected Redis reply {head}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .with_context(|| format!("Redis at {addr} did not answer within 5 s"))?
+}
+
+/// A field of a Redis `INFO` reply.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
 }
 
 /// A minimal HTTP/1.1 request (the generator needs a handful).

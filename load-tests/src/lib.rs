@@ -3,6 +3,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`engine`] | open-loop publishers and accounting subscribers for fan-out scenarios |
+//! | [`cluster`] | two nodes on one Redis: same-node and cross-node fan-out |
 //! | [`idle`] | memory per idle connection |
 //! | [`storm`] | a reconnect storm with resume |
 //! | [`accounting`] | delivered / lost / duplicated / reordered per subscriber |
@@ -11,6 +12,7 @@
 //! | [`report`] | histograms and the JSON, Markdown and SVG every run writes |
 
 pub mod accounting;
+pub mod cluster;
 pub mod engine;
 pub mod hubproc;
 pub mod idle;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use eva_hub::app::{App, Backends};
 use eva_hub::auth::dev::DevAuthenticator;
 use eva_hub::broker::memory::MemoryBroker;
+use eva_hub::broker::redis::RedisBroker;
 use eva_hub::config::Settings;
+use eva_hub::store::Store;
 use eva_hub::store::memory::MemoryStore;
 use eva_load::engine::{EventKind, Plan};
 use eva_load::hubproc::Hub;
@@ -85,5 +87,73 @@ fn a_reconnect_storm_resumes_everyone_exactly() {
             "{:?}",
             o.totals
         );
+    });
+}
+
+/// An in-process node on the local Redis (`EVA_TEST_REDIS` or
+/// `redis://127.0.0.1:6379`) under `prefix`, sharing `store`.
+async fn in_process_node(prefix: &str, node: &str, store: Arc<dyn Store>) -> Hub {
+    let mut settings = Settings::defaults();
+    settings.auth.dev = true;
+    settings.store.database_url = "memory".into();
+    settings.limits = eva_hub::config::LimitSettings::unlimited();
+    settings.redis.url = redis_url();
+    settings.redis.prefix = prefix.to_owned();
+    settings.redis.node_id = node.to_owned();
+    let broker = RedisBroker::connect(&settings.redis, settings.session.history_size)
+        .await
+        .expect("the cluster smoke test needs Redis: start redis-server or set EVA_TEST_REDIS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backends = Backends {
+        broker: Arc::new(broker),
+        store,
+        auth: Arc::new(DevAuthenticator),
+    };
+    let app = App::with(settings, listener, None, backends).await.unwrap();
+    let addr = app.local_addr();
+    tokio::spawn(app.run(std::future::pending()));
+    Hub::external(addr, None)
+}
+
+fn redis_url() -> String {
+    std::env::var("EVA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Needs the local Redis and fails (does not skip) without it.
+#[test]
+fn cluster_same_and_cross_node_subscribers_lose_nothing() {
+    block_on(async {
+        eva_load::cluster::require_redis(&redis_url())
+            .await
+            .unwrap();
+        let prefix = format!("evaload-smoke-{}", uuid::Uuid::new_v4().simple());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let a = in_process_node(&prefix, "a", store.clone()).await;
+        let b = in_process_node(&prefix, "b", store).await;
+        let plan = Plan {
+            sessions: 1,
+            participants: 5,
+            operators: false,
+            rate: 500.0,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
+            payload: 128,
+            kind: EventKind::Custom,
+            sources: 1,
+            estop_every: None,
+        };
+        let o = eva_load::cluster::run(&a, &b, &redis_url(), &plan)
+            .await
+            .unwrap();
+        for (name, g) in [("same node", &o.same), ("cross node", &o.cross)] {
+            assert_eq!(
+                (g.totals.lost, g.totals.duplicated, g.totals.reordered),
+                (0, 0, 0),
+                "{name}: {:?}",
+                g.totals
+            );
+            assert_eq!(g.deliveries, g.sent * 5, "{name}: every measured event");
+        }
+        assert!(o.redis_cpu_s.is_some(), "Redis CPU is read from INFO");
     });
 }

@@ -97,6 +97,39 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         every_ms: u64,
     },
+    /// g. Two hub nodes on one Redis: a renderer on node A, N participants
+    /// on A and N on B; same-node vs cross-node latency and the hop.
+    /// Node A runs on --hub-cpus; node B on --node-b-cpus.
+    Cluster {
+        /// Events per second (the first rate of a sweep is --rates).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Participants on each node.
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+        /// Measured seconds (after warm-up).
+        #[arg(long = "duration-s", default_value_t = 10.0)]
+        duration_s: f64,
+        #[arg(long = "warmup-s", default_value_t = 2.0)]
+        warmup_s: f64,
+        /// Application payload bytes per event.
+        #[arg(long, default_value_t = 128)]
+        payload: usize,
+        /// Run every rate of --rates (fresh nodes each) and tabulate.
+        #[arg(long)]
+        sweep: bool,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,5000,10000,20000,50000"
+        )]
+        rates: Vec<f64>,
+        /// CPUs of node B (`taskset -c`); `none` to not pin.
+        #[arg(long, default_value = "0")]
+        node_b_cpus: String,
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+    },
     /// f. A reconnect storm: every client drops and resumes within a window.
     Storm {
         #[arg(long, default_value_t = 5000)]
@@ -160,22 +193,26 @@ impl Load {
     }
 }
 
-async fn hub(args: &HubArgs) -> anyhow::Result<Hub> {
-    if let Some(addr) = args.hub {
-        return Ok(Hub::external(addr, args.hub_pid));
-    }
-    let env = args
-        .hub_env
+fn hub_env(args: &HubArgs) -> anyhow::Result<Vec<(String, String)>> {
+    args.hub_env
         .iter()
         .map(|kv| {
             let (k, v) = kv.split_once('=').context("--hub-env takes KEY=VALUE")?;
             Ok((format!("EVA_HUB__{k}"), v.to_owned()))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+async fn hub(args: &HubArgs) -> anyhow::Result<Hub> {
+    if let Some(addr) = args.hub {
+        return Ok(Hub::external(addr, args.hub_pid));
+    }
+    let env = hub_env(args)?;
     Hub::spawn(&Spawn {
         binary: args.hub_bin.clone().unwrap_or_else(Spawn::release_binary),
         cpus: (args.hub_cpus != "none").then(|| args.hub_cpus.clone()),
         env,
+        log: None,
     })
     .await
 }
@@ -315,6 +352,110 @@ async fn fanout(cli: &Cli, load: &Load, sweep: bool, limit_ms: f64) -> anyhow::R
     )
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn cluster(
+    cli: &Cli,
+    rates: &[f64],
+    participants: usize,
+    duration_s: f64,
+    warmup_s: f64,
+    payload: usize,
+    node_b_cpus: &str,
+    redis_url: &str,
+) -> anyhow::Result<()> {
+    use eva_load::cluster::{self, Nodes, NodesSpec, TABLE_HEAD};
+    if cli.hub.hub.is_some() {
+        anyhow::bail!("the cluster scenario starts its own two nodes; drop --hub");
+    }
+    let pin = |c: &str| (c != "none").then(|| c.to_owned());
+    let spec = NodesSpec {
+        binary: cli
+            .hub
+            .hub_bin
+            .clone()
+            .unwrap_or_else(Spawn::release_binary),
+        a_cpus: pin(&cli.hub.hub_cpus),
+        b_cpus: pin(node_b_cpus),
+        redis_url: redis_url.to_owned(),
+        env: hub_env(&cli.hub)?,
+    };
+    let label = cli.hub.label.clone().unwrap_or_else(|| {
+        let r: Vec<String> = rates.iter().map(|r| r.to_string()).collect();
+        format!("n{participants}-r{}", r.join("_"))
+    });
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let mut notes = Vec::new();
+    let mut last = None;
+    for &rate in rates {
+        let plan = Plan {
+            sessions: 1,
+            participants,
+            operators: false,
+            rate,
+            duration: Duration::from_secs_f64(duration_s),
+            warmup: Duration::from_secs_f64(warmup_s),
+            payload,
+            kind: EventKind::Custom,
+            sources: 8,
+            estop_every: None,
+        };
+        let nodes = Nodes::start(&spec).await?;
+        eprintln!(
+            "rate {rate}/s: nodes A {} and B {} on prefix {} (logs and store in {})",
+            nodes.a.addr,
+            nodes.b.addr,
+            nodes.prefix,
+            nodes.dir.display()
+        );
+        let o = cluster::run(&nodes.a, &nodes.b, redis_url, &plan).await?;
+        let hop = o.hop_us();
+        eprintln!(
+            "rate {rate}/s: A lost {} B lost {}, hop p99 {} µs",
+            o.same.totals.lost, o.cross.totals.lost, hop[1]
+        );
+        let mut j = o.json(&plan);
+        for name in ["a", "b"] {
+            let (n, tail) = cluster::log_warnings(&nodes.log(name));
+            if n > 0 {
+                notes.push(format!(
+                    "- {rate}/s: node {name} logged {n} warnings/errors, last: `{}`",
+                    tail.last().map(String::as_str).unwrap_or("")
+                ));
+            }
+            j[format!("node_{name}_log_warnings")] = json!({ "count": n, "last": tail });
+        }
+        rows.push(o.markdown_row(&plan));
+        runs.push(j);
+        drop(nodes);
+        last = Some(o);
+    }
+    let md = format!(
+        "{TABLE_HEAD}\n{}\n{}",
+        rows.join("\n"),
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("\n{}\n", notes.join("\n"))
+        }
+    );
+    // The plot shows the last (in a sweep, the highest) rate.
+    let top = rates.last().copied().unwrap_or_default();
+    let plots: Vec<(String, &hdrhistogram::Histogram<u64>)> = match &last {
+        Some(o) => vec![
+            (format!("same node (A), {top}/s"), &o.same.latency),
+            (format!("cross node (B), {top}/s"), &o.cross.latency),
+        ],
+        None => Vec::new(),
+    };
+    let json = if runs.len() == 1 {
+        runs.remove(0)
+    } else {
+        json!({ "runs": runs })
+    };
+    save("cluster", &label, &json, &md, &plots)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Thousands of connections: lift the soft file limit to the hard one.
@@ -376,6 +517,10 @@ fn main() -> anyhow::Result<()> {
                     o.connect_seconds
                 );
                 save("idle", &label, &serde_json::to_value(&o)?, &md, &[])
+            }
+            Scenario::Cluster { rate, participants, duration_s, warmup_s, payload, sweep, rates, node_b_cpus, redis_url } => {
+                let rates = if *sweep { rates.clone() } else { vec![*rate] };
+                cluster(&cli, &rates, *participants, *duration_s, *warmup_s, *payload, node_b_cpus, redis_url).await
             }
             Scenario::Storm { clients, window_s, rate, sources } => {
                 let hub = hub(&cli.hub).await?;
