@@ -434,6 +434,7 @@ pub async fn run_across(
     let mut tallies = Vec::new();
     let mut tasks = Vec::new();
     let mut publishers = Vec::new();
+    let sessions_n = rigs.len().max(1);
     for (s, rig) in rigs.into_iter().enumerate() {
         for (g, rx) in rig.subscribers {
             let tally = Rc::new(RefCell::new(Tally::new()));
@@ -457,13 +458,16 @@ pub async fn run_across(
             estop_sent_at.clone(),
             clock,
         )));
+        // Independent sessions are not phase-locked: spread their first
+        // sends over one period, as real renderers would be.
+        let phase_ns = (period_ns * s as f64 / sessions_n as f64) as u64;
         publishers.push(tokio::task::spawn_local(publisher(
             rig.renderer_tx,
             rig.id.clone(),
             plan.kind,
             pad.clone(),
             period_ns,
-            start_ns,
+            start_ns + phase_ns,
             total_events,
             ack_rx,
             clock,
