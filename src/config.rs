@@ -295,6 +295,23 @@ impl LimitSettings {
             renderer_rate_multiplier: 1,
         }
     }
+
+    /// The `EVA_HUB__LIMITS__*` variables that give a hub process
+    /// [`LimitSettings::unlimited`] (tests and load tests start hubs so).
+    pub fn unlimited_env() -> Vec<(String, String)> {
+        let values = serde_json::to_value(LimitSettings::unlimited()).unwrap_or_default();
+        values
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    format!("EVA_HUB__LIMITS__{}", k.to_uppercase()),
+                    v.to_string(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -87,26 +87,7 @@ impl Hub {
         .env("EVA_HUB__LOG__LEVEL", "warn")
         // Load tests measure the hub, not its abuse limits: every limit off
         // (a setting of 0 disables it).
-        .envs(
-            [
-                "CONNECTIONS_PER_IP",
-                "TENANT_CONNECTIONS_DEFAULT",
-                "FRAMES_PER_S",
-                "FRAMES_BURST",
-                "TELEMETRY_PER_S",
-                "TELEMETRY_BURST",
-                "INTERACTIONS_PER_S",
-                "INTERACTIONS_BURST",
-                "JOINS_PER_S",
-                "JOINS_BURST",
-                "STRIKES",
-                "STRIKE_WINDOW_S",
-                "QUESTIONS_PER_MINUTE",
-                "REST_PER_S",
-                "REST_BURST",
-            ]
-            .map(|k| (format!("EVA_HUB__LIMITS__{k}"), "0".to_owned())),
-        )
+        .envs(eva_hub::config::LimitSettings::unlimited_env())
         .envs(opts.env.iter().cloned());
         match &opts.log {
             Some(path) => {

@@ -397,25 +397,6 @@ pub fn self_test() -> bool {
     std::env::var("EVA_CLUSTER_SELF_TEST").is_ok_and(|v| v == "1")
 }
 
-/// Limits off, as the load tests run the hub (`load-tests/src/hubproc.rs`).
-const LIMITS: [&str; 15] = [
-    "CONNECTIONS_PER_IP",
-    "TENANT_CONNECTIONS_DEFAULT",
-    "FRAMES_PER_S",
-    "FRAMES_BURST",
-    "TELEMETRY_PER_S",
-    "TELEMETRY_BURST",
-    "INTERACTIONS_PER_S",
-    "INTERACTIONS_BURST",
-    "JOINS_PER_S",
-    "JOINS_BURST",
-    "STRIKES",
-    "STRIKE_WINDOW_S",
-    "QUESTIONS_PER_MINUTE",
-    "REST_PER_S",
-    "REST_BURST",
-];
-
 /// One `eva-hub serve --dev` process.
 #[derive(Debug)]
 pub struct Node {
@@ -482,7 +463,7 @@ impl Node {
         .env("DATABASE_URL", &cluster.database_url)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
-        .envs(LIMITS.map(|k| (format!("EVA_HUB__LIMITS__{k}"), "0".to_owned())))
+        .envs(eva_hub::config::LimitSettings::unlimited_env())
         .envs(
             [
                 ("SESSION__PRESENCE_GRACE_MS", PRESENCE_GRACE_MS.to_string()),
