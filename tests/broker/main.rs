@@ -2,7 +2,7 @@
 //! sequence, deliver in order, keep bounded history, count presence and
 //! keep checkpoints the same way. Each test runs against the in-process
 //! broker and against the Redis broker (real Redis on 127.0.0.1:6379,
-//! `EVA_HUB_TEST_REDIS_URL` to change it, a fresh key prefix per test).
+//! `EVA_TEST_REDIS` to change it, a fresh key prefix per test).
 //! A few tests that need two nodes or Redis itself run on Redis only.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use serde_json::json;
 const HISTORY: usize = 100;
 
 fn redis_url() -> String {
-    std::env::var("EVA_HUB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var("EVA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 fn redis_settings() -> RedisSettings {
