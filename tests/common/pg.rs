@@ -55,6 +55,11 @@ impl PgFixture {
         fixture
     }
 
+    /// The test database's name.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
     /// A store on the test database (its own pool).
     pub fn store(&self) -> PostgresStore {
         PostgresStore::connect_lazy(&self.url, super::pool()).expect("valid URL")
