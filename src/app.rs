@@ -60,6 +60,26 @@ impl Backends {
     }
 }
 
+/// Runs the migrations. Nodes that start together may migrate the same
+/// database at once; PostgreSQL serialises them with a lock, but SQLite
+/// does not, and the loser sees the winner's tables half-way. A failure
+/// is therefore retried a few times, by when the other node has recorded
+/// its migrations and they are skipped.
+async fn migrate(store: &dyn Store) -> anyhow::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 3 => {
+                tracing::warn!(attempt, error = %e, "database migration failed; retrying in case another node is migrating");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("database migration failed")),
+        }
+    }
+}
+
 /// Opens the store `store.database_url` names: `memory`, `sqlite://...`
 /// or `postgres://...`; empty means the embedded SQLite file
 /// `./data/eva-hub.db`. Connections open on first use: a database that is
@@ -173,11 +193,7 @@ impl App {
             crate::metrics::install_exporter();
         }
         if settings.store.migrate_on_start {
-            backends
-                .store
-                .migrate()
-                .await
-                .context("database migration failed")?;
+            migrate(backends.store.as_ref()).await?;
         }
         let writer = BatchWriter::start(backends.store.clone(), settings.store.writer());
         if backends.auth.insecure() {
