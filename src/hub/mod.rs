@@ -402,7 +402,7 @@ impl Hub {
             .broker
             .publish(session.id, event, origin, now_ms(), Condition::Always)
             .await?;
-        session.lock().pending.checkpoint_due = true;
+        self.checkpoint_due(session);
         Ok(p)
     }
 
@@ -435,7 +435,7 @@ impl Hub {
                 .await
             {
                 Ok(p) => {
-                    session.lock().pending.checkpoint_due = true;
+                    self.checkpoint_due(session);
                     return Ok(p);
                 }
                 Err(BrokerError::Conflict { current }) => self.catch_up(session, current).await,
@@ -446,6 +446,14 @@ impl Hub {
             ErrorCode::Unavailable,
             "the session is changing too fast; retry",
         ))
+    }
+
+    /// Notes that this node changed the session, so its next checkpoint
+    /// is due; nothing to note when the broker keeps no checkpoints.
+    fn checkpoint_due(&self, session: &Session) {
+        if self.broker.wants_checkpoints() {
+            session.lock().pending.checkpoint_due = true;
+        }
     }
 
     /// Waits (briefly) until the replica has applied `seq`.
