@@ -33,7 +33,7 @@ use crate::protocol::model::{
     Alert, Counters, Event, Member, PresenceChange, RendererMetrics, ResponseBody, Role,
     SessionState, SessionStatus, StreamPosition,
 };
-use crate::protocol::{Codec, ServerFrame};
+use crate::protocol::{CloseCode, Codec, ServerFrame};
 use crate::store::SessionRecord;
 use recent::RecentMap;
 pub use snapshot::{ReplicaSnapshot, SnapshotError};
@@ -302,7 +302,7 @@ pub struct Applied {
     /// The event was folded and fanned out (false: duplicate or fenced).
     pub delivered: bool,
     /// Connections this node must close because of it, with the code.
-    pub close: Vec<(Arc<ConnHandle>, crate::protocol::CloseCode)>,
+    pub close: Vec<(Arc<ConnHandle>, CloseCode)>,
 }
 
 impl Inner {
@@ -369,17 +369,7 @@ impl Inner {
                 }
                 if status.is_terminal() {
                     self.info.ended_at = Some(now());
-                    // Renderers and participants have nothing left to do
-                    // here; operators keep watching their other sessions.
-                    for c in self
-                        .subs
-                        .renderers
-                        .values()
-                        .chain(self.subs.participants.values())
-                    {
-                        out.close
-                            .push((c.clone(), crate::protocol::CloseCode::SessionEnded));
-                    }
+                    self.close_ended(&mut out.close);
                 }
                 if *status == SessionStatus::Failed
                     && let Event::Lifecycle {
@@ -419,16 +409,7 @@ impl Inner {
                     fence: *fence,
                     id: renderer_id.clone(),
                 };
-                // A renderer on this node with an older fence was replaced.
-                if let Some((conn, f)) = self.local_renderer
-                    && f < *fence
-                {
-                    self.local_renderer = None;
-                    if let Some(c) = self.subs.renderers.get(&conn) {
-                        out.close
-                            .push((c.clone(), crate::protocol::CloseCode::Replaced));
-                    }
-                }
+                self.close_replaced_renderer(&mut out.close);
             }
             Event::Question {
                 question_id,
@@ -711,6 +692,32 @@ impl Inner {
         Ok(replay)
     }
 
+    /// A renderer on this node whose fence is older than the session's was
+    /// replaced: it is closed.
+    fn close_replaced_renderer(&mut self, close: &mut Vec<(Arc<ConnHandle>, CloseCode)>) {
+        if let Some((conn, fence)) = self.local_renderer
+            && fence < self.renderer.fence
+        {
+            self.local_renderer = None;
+            if let Some(c) = self.subs.renderers.get(&conn) {
+                close.push((c.clone(), CloseCode::Replaced));
+            }
+        }
+    }
+
+    /// The session ended: renderers and participants have nothing left to
+    /// do here; operators keep watching their other sessions.
+    fn close_ended(&self, close: &mut Vec<(Arc<ConnHandle>, CloseCode)>) {
+        for c in self
+            .subs
+            .renderers
+            .values()
+            .chain(self.subs.participants.values())
+        {
+            close.push((c.clone(), CloseCode::SessionEnded));
+        }
+    }
+
     /// Replaces the replicated state with `snap`; what is local to this
     /// node (connections, presence here, pending work) stays.
     fn install(&mut self, id: SessionId, snap: snapshot::ReplicaSnapshot) {
@@ -746,7 +753,7 @@ impl Inner {
         id: SessionId,
         position: StreamPosition,
         snapshot: Option<snapshot::ReplicaSnapshot>,
-    ) -> Vec<(Arc<ConnHandle>, crate::protocol::CloseCode)> {
+    ) -> Vec<(Arc<ConnHandle>, CloseCode)> {
         let mut close = Vec::new();
         let reason = if position.epoch == self.epoch {
             DiscontinuityReason::HistoryTrimmed
@@ -755,23 +762,9 @@ impl Inner {
         };
         if let Some(snap) = snapshot {
             self.install(id, snap);
-            if let Some((conn, fence)) = self.local_renderer
-                && fence < self.renderer.fence
-            {
-                self.local_renderer = None;
-                if let Some(c) = self.subs.renderers.get(&conn) {
-                    close.push((c.clone(), crate::protocol::CloseCode::Replaced));
-                }
-            }
+            self.close_replaced_renderer(&mut close);
             if self.info.status.is_terminal() {
-                for c in self
-                    .subs
-                    .renderers
-                    .values()
-                    .chain(self.subs.participants.values())
-                {
-                    close.push((c.clone(), crate::protocol::CloseCode::SessionEnded));
-                }
+                self.close_ended(&mut close);
             }
         }
         self.epoch = position.epoch;
