@@ -42,35 +42,14 @@ use support::*;
 const TEST_LIMIT: Duration = Duration::from_secs(150);
 
 fn main() -> ExitCode {
-    let args = harness::Args::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ok = runtime.block_on(async {
-        let fixture = if args.list {
-            None
-        } else {
-            Some(PgFixture::create("cluster").await)
-        };
-        let ok = harness::run(
-            tests(fixture.clone()),
-            &args,
-            1,
-            TEST_LIMIT + Duration::from_secs(30),
-        )
-        .await;
-        if let Some(f) = fixture {
-            f.drop_database().await;
-        }
-        ok
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    // Every test needs the database the nodes share.
+    harness::main_on_postgres(
+        "cluster",
+        "",
+        1,
+        TEST_LIMIT + Duration::from_secs(30),
+        tests,
+    )
 }
 
 fn tests(pg: Option<PgFixture>) -> Vec<Test> {

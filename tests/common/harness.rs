@@ -8,8 +8,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::pg::PgFixture;
 
 pub type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -79,6 +82,42 @@ impl Args {
         };
         (self.filters.is_empty() || self.filters.iter().any(matches))
             && !self.skip.iter().any(|s| name.contains(s.as_str()))
+    }
+}
+
+/// The `main` of a test binary on a fresh PostgreSQL database: creates
+/// `eva_test_<tag>_…` when a selected test's name contains `needs_pg`
+/// (any selected test, if it is empty), runs the tests `parallel` at a
+/// time, each within `timeout`, and drops the database.
+pub fn main_on_postgres(
+    tag: &str,
+    needs_pg: &str,
+    parallel: usize,
+    timeout: Duration,
+    tests: fn(Option<PgFixture>) -> Vec<Test>,
+) -> ExitCode {
+    let args = Args::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ok = runtime.block_on(async {
+        let pg = if !args.list && args.selects_any(&tests(None), needs_pg) {
+            Some(PgFixture::create(tag).await)
+        } else {
+            None
+        };
+        let ok = run(tests(pg.clone()), &args, parallel, timeout).await;
+        if let Some(pg) = pg {
+            pg.drop_database().await;
+        }
+        ok
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

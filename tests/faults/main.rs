@@ -34,31 +34,7 @@ use common::pg::{self, PgFixture};
 use support::{TestApp, spawn_with, test_settings};
 
 fn main() -> ExitCode {
-    let args = harness::Args::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ok = runtime.block_on(async {
-        let fixture = if args.list {
-            None
-        } else {
-            Some(PgFixture::create("faults").await)
-        };
-        let ok = harness::run(tests(fixture.clone()), &args, 1, Duration::from_secs(120)).await;
-        if let Some(f) = fixture {
-            pg::ensure_running().await;
-            f.allow_connections(true).await;
-            f.drop_database().await;
-        }
-        ok
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness::main_on_postgres("faults", "", 1, Duration::from_secs(120), tests)
 }
 
 fn tests(pg: Option<PgFixture>) -> Vec<Test> {

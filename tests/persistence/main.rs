@@ -28,30 +28,13 @@ use common::{Db, TempDb};
 use support::*;
 
 fn main() -> ExitCode {
-    let args = harness::Args::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ok = runtime.block_on(async {
-        let probe = tests(None);
-        let pg = if !args.list && args.selects_any(&probe, "postgres::") {
-            Some(PgFixture::create("persistence").await)
-        } else {
-            None
-        };
-        let ok = harness::run(tests(pg.clone()), &args, 1, Duration::from_secs(90)).await;
-        if let Some(pg) = pg {
-            pg.drop_database().await;
-        }
-        ok
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness::main_on_postgres(
+        "persistence",
+        "postgres::",
+        1,
+        Duration::from_secs(90),
+        tests,
+    )
 }
 
 fn tests(pg: Option<PgFixture>) -> Vec<Test> {

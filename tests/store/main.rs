@@ -31,30 +31,7 @@ use common::pg::PgFixture;
 use common::{TempDb, now_ms};
 
 fn main() -> ExitCode {
-    let args = harness::Args::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ok = runtime.block_on(async {
-        let probe = tests(None);
-        let pg = if !args.list && args.selects_any(&probe, "postgres::") {
-            Some(PgFixture::create("store").await)
-        } else {
-            None
-        };
-        let ok = harness::run(tests(pg.clone()), &args, 6, Duration::from_secs(60)).await;
-        if let Some(pg) = pg {
-            pg.drop_database().await;
-        }
-        ok
-    });
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness::main_on_postgres("store", "postgres::", 6, Duration::from_secs(60), tests)
 }
 
 /// Every conformance test, once per backend.
