@@ -17,16 +17,20 @@ use tokio::net::TcpListener;
 use crate::auth::Authenticator;
 use crate::auth::credentials::CredentialAuthenticator;
 use crate::auth::dev::DevAuthenticator;
+use crate::auth::limits::Limits;
+use crate::auth::origin::OriginPolicy;
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::config::{Settings, redact_url};
 use crate::hub::Hub;
+use crate::store::PoolConfig;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::{self, SqliteStore};
-use crate::store::writer::BatchWriter;
+use crate::store::writer::{BatchWriter, WriterConfig};
+use crate::webhooks::Dispatcher;
 
 /// The pluggable parts of a hub.
 #[derive(Debug, Clone)]
@@ -86,7 +90,7 @@ async fn migrate(store: &dyn Store) -> anyhow::Result<()> {
 /// down shows up in the migration or reload that follows.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.store.database_url.trim();
-    let pool = settings.store.pool();
+    let pool = PoolConfig::from_settings(&settings.store);
     let store: Arc<dyn Store> = if url == "memory" {
         Arc::new(MemoryStore::new())
     } else if url.is_empty() {
@@ -147,6 +151,7 @@ pub struct App {
     metrics_listener: Option<TcpListener>,
     settings: Arc<Settings>,
     retention: Option<AbortOnDrop>,
+    webhooks: Option<Dispatcher>,
 }
 
 /// A background task that ends with its owner.
@@ -195,14 +200,31 @@ impl App {
         if settings.store.migrate_on_start {
             migrate(backends.store.as_ref()).await?;
         }
-        let writer = BatchWriter::start(backends.store.clone(), settings.store.writer());
+        let writer = BatchWriter::start(
+            backends.store.clone(),
+            WriterConfig::from_settings(&settings.store),
+        );
         if backends.auth.insecure() {
             tracing::warn!(
                 "DEVELOPMENT MODE: identities are taken from client claims, anyone can be anyone. \
                  Never expose this hub to a network you do not control."
             );
         }
-        let hub = Hub::new(settings.clone(), backends.broker, writer, backends.auth);
+        let origins = OriginPolicy::from_settings(&settings.auth).map_err(anyhow::Error::msg)?;
+        // Counters that span connections are shared through the broker
+        // when it links several nodes, else kept on this node.
+        let limiter = match backends.broker.shared_counters(&settings.limits) {
+            Some(counters) => Limits::new(&settings.limits, counters),
+            None => Limits::local(&settings.limits),
+        };
+        let hub = Hub::new(
+            settings.clone(),
+            backends.broker,
+            writer,
+            backends.auth,
+            limiter,
+            origins,
+        );
         if hub.origins.refuses_every_browser() {
             tracing::warn!(
                 "auth.allowed_origins is empty: no browser can open a WebSocket; \
@@ -210,6 +232,7 @@ impl App {
             );
         }
         let reloaded = hub
+            .sessions
             .reload()
             .await
             .context("reloading live sessions failed")?;
@@ -219,6 +242,26 @@ impl App {
                 "reloaded live sessions; their clients will resync"
             );
         }
+        let webhooks = if settings.webhooks.enabled {
+            let weak = std::sync::Arc::downgrade(&hub.inner_arc());
+            let on_disabled: crate::webhooks::OnDisabled = Arc::new(move |d| {
+                if let Some(hub) = Hub::upgrade(&weak) {
+                    tokio::spawn(async move { hub.webhook_disabled(&d).await });
+                }
+            });
+            Some(
+                Dispatcher::start(
+                    backends.store.clone(),
+                    hub.writer.clone(),
+                    settings.webhooks.clone(),
+                    crate::webhooks::address_policy(&settings),
+                    on_disabled,
+                )
+                .context("cannot start the webhook dispatcher")?,
+            )
+        } else {
+            None
+        };
         let retention = crate::store::retention::spawn(
             backends.store.clone(),
             settings.store.metrics_retention_days,
@@ -231,6 +274,7 @@ impl App {
             metrics_listener,
             settings,
             retention,
+            webhooks,
         })
     }
 
@@ -258,6 +302,7 @@ impl App {
             metrics_listener,
             settings,
             retention,
+            webhooks,
         } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
@@ -273,6 +318,9 @@ impl App {
             "shutting down: draining"
         );
         hub.drain(deadline).await;
+        if let Some(w) = &webhooks {
+            w.shutdown(deadline).await;
+        }
         let left = hub.writer.shutdown(deadline).await;
         if left > 0 {
             tracing::error!(

@@ -62,6 +62,78 @@ pub enum Command {
     /// Mint a connection token with the configured signing key and print
     /// it (for operators' consoles, renderers and testing).
     Token(TokenArgs),
+    /// Print the JSON Schema of every WebSocket frame and event (the
+    /// source of docs/protocol.schema.json and the SDKs' types).
+    Schema,
+    /// Print the OpenAPI 3.1 document of the REST API (the source of
+    /// docs/openapi.json; also served at /v1/openapi.json).
+    Openapi,
+    /// Run simulated live presentations against a hub: one renderer per
+    /// session (slides, speech, a transcript, stage latencies, answers to
+    /// questions, commands, emergency stops acknowledged at once) and a
+    /// small audience. Sessions a previous demo created and that have not
+    /// ended are taken up again.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The hub, as ws://host:port (http://host:port works too).
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    /// How many sessions to present.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub sessions: usize,
+    /// An API key with eva:read and eva:write, for a hub outside --dev:
+    /// the demo creates its sessions and mints its tokens with it.
+    /// Without one it uses development tokens.
+    #[arg(long, env = "EVA_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Development renderer tokens are <PREFIX>-<n> (n = 1..N).
+    #[arg(long, value_name = "PREFIX", default_value = "dev:renderer:demo")]
+    pub token_prefix: String,
+    #[command(flatten)]
+    pub pace: DemoPace,
+}
+
+/// How the simulated presentations move (`eva-hub demo`, `serve --demo`).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Demo pace")]
+pub struct DemoPace {
+    /// Milliseconds between slides; 0: the next slide comes when the
+    /// avatar has said its sentences.
+    #[arg(long, value_name = "MS", default_value_t = DemoPace::DEFAULT.slide_ms)]
+    pub slide_ms: u64,
+    /// Transcript updates (one more spoken word each) per second and
+    /// session.
+    #[arg(long, value_name = "N", default_value_t = DemoPace::DEFAULT.updates_per_s)]
+    pub updates_per_s: f64,
+    /// The avatar thinks this long before it answers a question.
+    #[arg(long, value_name = "MS", default_value_t = DemoPace::DEFAULT.think_ms)]
+    pub think_ms: u64,
+    /// Simulated participants per session.
+    #[arg(long, value_name = "N", default_value_t = DemoPace::DEFAULT.audience)]
+    pub audience: usize,
+    /// The audience asks a question about this often, per session; 0:
+    /// never.
+    #[arg(long, value_name = "MS", default_value_t = DemoPace::DEFAULT.question_every_ms)]
+    pub question_every_ms: u64,
+}
+
+impl DemoPace {
+    pub const DEFAULT: DemoPace = DemoPace {
+        slide_ms: 0,
+        updates_per_s: 3.0,
+        think_ms: 1500,
+        audience: 3,
+        question_every_ms: 45_000,
+    };
+}
+
+impl Default for DemoPace {
+    fn default() -> Self {
+        DemoPace::DEFAULT
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +225,13 @@ pub struct Serve {
     /// such a hub to a network you do not control.
     #[arg(long)]
     pub dev: bool,
+    /// With --dev: also run N simulated live presentations in this
+    /// process (what `eva-hub demo --sessions N` does), to watch in the
+    /// console at /console/.
+    #[arg(long, value_name = "N")]
+    pub demo: Option<usize>,
+    #[command(flatten)]
+    pub pace: DemoPace,
 }
 
 impl Cli {

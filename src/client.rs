@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::protocol::{ClientFrame, Codec, ServerFrame};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -47,7 +48,7 @@ pub enum ClientError {
 pub struct ConnectOptions {
     pub codec: Codec,
     /// The credential, if any.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Send the token in an `auth` frame (as browsers must) instead of the
     /// `Authorization` header.
     pub token_in_frame: bool,
@@ -69,7 +70,7 @@ impl ConnectOptions {
     pub fn new(codec: Codec, token: impl Into<String>) -> ConnectOptions {
         ConnectOptions {
             codec,
-            token: Some(token.into()),
+            token: Some(Secret::new(token)),
             token_in_frame: false,
             source: None,
             subprotocols: None,
@@ -140,7 +141,7 @@ impl Client {
             h.insert("Sec-WebSocket-Protocol", v);
         }
         if let (Some(t), false) = (&opts.token, opts.token_in_frame)
-            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}"))
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
         {
             h.insert("Authorization", v);
         }

@@ -30,6 +30,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,7 +98,7 @@ pub struct AlertSettings {
 pub struct StoreSettings {
     /// `postgres://...`, `sqlite://...` or `memory`. Empty means the
     /// embedded SQLite file.
-    pub database_url: String,
+    pub database_url: Url,
     pub migrate_on_start: bool,
     pub batch_max_rows: usize,
     pub flush_interval_ms: u64,
@@ -115,7 +116,7 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:port`; empty means the in-process broker.
-    pub url: String,
+    pub url: Url,
     pub prefix: String,
     /// Names this node in Redis (presence, logs); empty: a random name.
     pub node_id: String,
@@ -241,6 +242,10 @@ pub const REDACTED: &str = "***";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
+    /// `false` turns every limit below off at once (benchmarks, trusted
+    /// deployments behind their own limits).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Concurrent WebSocket connections from one IP address.
     pub connections_per_ip: u32,
     /// Concurrent connections of a tenant that has no tenant record (and
@@ -273,10 +278,15 @@ pub struct LimitSettings {
     pub renderer_rate_multiplier: u32,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl LimitSettings {
     /// Every limit off (tests that measure the hub rather than its limits).
     pub fn unlimited() -> LimitSettings {
         LimitSettings {
+            enabled: false,
             connections_per_ip: 0,
             tenant_connections_default: 0,
             frames_per_s: 0,
@@ -296,21 +306,10 @@ impl LimitSettings {
         }
     }
 
-    /// The `EVA_HUB__LIMITS__*` variables that give a hub process
+    /// The environment that gives a hub process
     /// [`LimitSettings::unlimited`] (tests and load tests start hubs so).
     pub fn unlimited_env() -> Vec<(String, String)> {
-        let values = serde_json::to_value(LimitSettings::unlimited()).unwrap_or_default();
-        values
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                (
-                    format!("EVA_HUB__LIMITS__{}", k.to_uppercase()),
-                    v.to_string(),
-                )
-            })
-            .collect()
+        vec![("EVA_HUB__LIMITS__ENABLED".into(), "false".into())]
     }
 }
 
@@ -322,6 +321,47 @@ pub struct LogSettings {
     /// A `tracing` filter, e.g. `info` or `eva_hub=debug,info`. `RUST_LOG`
     /// overrides it.
     pub level: String,
+}
+
+/// Outbound webhooks (`docs/WEBHOOKS.md`). Every field is described in
+/// `config/default.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Run the dispatcher on this node.
+    pub enabled: bool,
+    /// Deliver to loopback addresses (`--dev` allows them too).
+    pub allow_loopback: bool,
+    /// Deliver to private, shared (CGNAT) and link-local addresses.
+    pub allow_private: bool,
+    /// Requests in flight to one endpoint at most.
+    pub max_in_flight_per_endpoint: usize,
+    /// Deliveries claimed and waiting in memory for one endpoint at most.
+    pub queue_per_endpoint: usize,
+    /// Deliveries claimed per round at most.
+    pub claim_batch: usize,
+    /// How often the store is checked for due deliveries (retries, and
+    /// deliveries queued by other nodes) when nothing new was committed.
+    pub poll_interval_ms: u64,
+    /// A claimed delivery is claimed again (possibly by another node)
+    /// if no outcome is recorded within this long.
+    pub lease_s: u64,
+    /// The first retry waits about this long; each further one twice as
+    /// long (with jitter), up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// The longest `Retry-After` honoured; a longer one is cut to this.
+    pub retry_after_max_s: u64,
+    /// Consecutive failed attempts that disable an endpoint; 0: never.
+    pub disable_after_failures: i32,
+    /// Outcomes recorded per store write at most.
+    pub record_batch: usize,
+}
+
+impl WebhookSettings {
+    pub fn poll_interval(&self) -> Duration {
+        ms(self.poll_interval_ms)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -358,7 +398,11 @@ impl Settings {
         if let Some(o) = overrides {
             fig = fig.merge(Serialized::defaults(o));
         }
-        let s: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut s: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if !s.limits.enabled {
+            // One switch for every limit: each consumer then sees 0 (off).
+            s.limits = LimitSettings::unlimited();
+        }
         s.validate()?;
         Ok(s)
     }
@@ -409,6 +453,20 @@ impl Settings {
         if st.backlog_max_rows == 0 || st.backlog_max_bytes == 0 {
             return fail("store.backlog_max_rows and store.backlog_max_bytes must be at least 1");
         }
+        let w = &self.webhooks;
+        if w.max_in_flight_per_endpoint == 0
+            || w.queue_per_endpoint == 0
+            || w.claim_batch == 0
+            || w.record_batch == 0
+        {
+            return fail(
+                "webhooks.max_in_flight_per_endpoint, queue_per_endpoint, claim_batch and \
+                 record_batch must be at least 1",
+            );
+        }
+        if w.lease_s == 0 || w.poll_interval_ms == 0 {
+            return fail("webhooks.lease_s and webhooks.poll_interval_ms must be at least 1");
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail("log.format must be `text` or `json`");
         }
@@ -418,7 +476,6 @@ impl Settings {
         ) {
             return fail("auth.missing_origin must be `authorization_header`, `allow` or `deny`");
         }
-        crate::auth::origin::OriginPolicy::from_settings(&self.auth).map_err(ConfigError)?;
         if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > self.auth.token_ttl_max_s {
             return fail("auth.token_ttl_s must be between 1 and auth.token_ttl_max_s");
         }
@@ -429,8 +486,8 @@ impl Settings {
     /// `eva-hub config`.
     pub fn redacted_json(&self) -> String {
         let mut s = self.clone();
-        s.store.database_url = redact_url(&s.store.database_url);
-        s.redis.url = redact_url(&s.redis.url);
+        s.store.database_url = redact_url(&s.store.database_url).into();
+        s.redis.url = redact_url(&s.redis.url).into();
         for k in &mut s.auth.keys {
             if k.secret.is_some() {
                 k.secret = Some(REDACTED.into());
@@ -445,6 +502,43 @@ impl Settings {
 
 /// Hides the password in a URL: `postgres://u:secret@h/db` becomes
 /// `postgres://u:***@h/db`.
+/// A connection URL (database, Redis) that may carry a password: `Debug`
+/// prints it with the password replaced, so settings can be logged.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Url(String);
+
+impl Url {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Url {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&redact_url(&self.0), f)
+    }
+}
+
+impl From<String> for Url {
+    fn from(url: String) -> Url {
+        Url(url)
+    }
+}
+
+impl From<&str> for Url {
+    fn from(url: &str) -> Url {
+        Url(url.to_owned())
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((auth, host)) = rest.split_once('@')
@@ -506,26 +600,6 @@ impl SessionSettings {
     }
 }
 
-impl StoreSettings {
-    pub fn pool(&self) -> crate::store::PoolConfig {
-        crate::store::PoolConfig {
-            max_connections: self.max_connections,
-            acquire_timeout: ms(self.acquire_timeout_ms),
-        }
-    }
-
-    pub fn writer(&self) -> crate::store::writer::WriterConfig {
-        crate::store::writer::WriterConfig {
-            batch_max_rows: self.batch_max_rows.max(1),
-            flush_interval: ms(self.flush_interval_ms),
-            backlog_max_rows: self.backlog_max_rows,
-            backlog_max_bytes: self.backlog_max_bytes,
-            retry_initial: ms(self.retry_initial_ms.max(1)),
-            retry_max: ms(self.retry_max_ms.max(1)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +619,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.websocket.max_message_bytes, 1234567);
+    }
+
+    #[test]
+    fn one_switch_turns_every_limit_off() {
+        let s = Settings::load(
+            None,
+            Some(serde_json::json!({"limits": {"enabled": false, "frames_per_s": 7}})),
+        )
+        .unwrap();
+        assert!(!s.limits.enabled);
+        assert_eq!(s.limits.frames_per_s, 0, "a disabled limit is off");
+        assert_eq!(s.limits.connections_per_ip, 0);
+        assert_eq!(s.limits.tenant_connections_default, 0);
+        assert!(Settings::defaults().limits.enabled);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -58,7 +59,34 @@ macro_rules! uuid_id {
                 Self(u)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                uuid_schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "format": "uuid" })
+            }
+        }
     };
+}
+
+/// An id on the wire: a UUID string (time-ordered v7 when the hub mints it).
+fn uuid_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .into()
 }
 
 uuid_id!(
@@ -81,7 +109,9 @@ impl TenantId {
 }
 
 /// A connection, unique within one hub process.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct ConnId(pub u64);
 
@@ -139,6 +169,35 @@ impl FromStr for Epoch {
 impl Serialize for Epoch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl utoipa::PartialSchema for Epoch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-f]{16}$"))
+            .description(Some(
+                "One incarnation of a session's stream: 16 lowercase hex digits.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Epoch {}
+
+impl JsonSchema for Epoch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Epoch".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{16}$",
+            "description": "One incarnation of a session's stream: 16 lowercase hex digits."
+        })
     }
 }
 

@@ -11,21 +11,31 @@
 //! |---|---|
 //! | [`app`] | wiring: settings → backends → hub → listeners; run until a signal, then drain |
 //! | [`cli`] | the command line |
-//! | [`config`] | layered settings: `config/default.toml`, file, `EVA_HUB__*` env, flags |
+//! | [`commands`] | `eva-hub keys` and `eva-hub token`: credentials from the command line |
+//! | [`demo`] | `eva-hub demo` and `serve --demo`: simulated renderers and audiences on the hub's own client |
 //! | [`telemetry`] | logging setup |
+//! | [`gateway`] | the public listener: accept loop, WebSocket upgrade and read loop, REST, health, the console's pages |
+//! | [`hub`] | this node's connections and what each frame does (one module per frame family); REST operations; timers |
+//! | [`session`] | sessions on this node: loading, sequencing through the broker, replicas (the fold of their events), fan-out |
+//! | [`webhooks`] | outbound webhooks: event names and bodies, Standard Webhooks signing, the address policy, the dispatcher |
+//! | [`auth`] | credentials → identities (JWT + API keys, dev); abuse limits; origin policy |
+//! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory, Redis) |
+//! | [`store`] | trait: durable rows (SQLite, PostgreSQL, memory), the batch writer in front of it, retention |
+//! | [`connection`] | one socket: outbox, vectored writer, tungstenite reader plumbing |
+//! | [`counters`] | trait: counters shared by connections (slots, rates), node-local implementation |
+//! | [`stream`] | a sequenced event (`Published`) and who caused it (`Origin`) |
+//! | [`identity`] | who is calling once authenticated: `Identity`, `Principal`, `Scope` |
 //! | [`metrics`] | every Prometheus metric, one place |
+//! | [`client`] | a Rust client for the protocol, used by tests and load tests |
+//! | [`protocol`] | wire frames, the two codecs, error and close codes, the JSON Schema |
 //! | [`ids`] | `SessionId`, `TenantId`, `Epoch`, `Seq` and friends |
 //! | [`clock`] | the monotonic clock latencies are measured on |
-//! | [`protocol`] | wire frames, the two codecs, error and close codes |
-//! | [`gateway`] | the public listener: accept loop, WebSocket upgrade, REST, health |
-//! | [`connection`] | one socket: outbox, vectored writer, tungstenite reader plumbing |
-//! | [`hub`] | the registry of sessions and connections; what every frame does |
-//! | [`session`] | one session's replica: the fold of its events, history, subscribers; snapshots to start one on another node |
-//! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory) |
-//! | [`store`] | trait: durable rows (SQLite, PostgreSQL, memory), the batch writer in front of it, retention |
-//! | [`auth`] | trait: credentials → identities (JWT + API keys, dev); abuse limits; origin policy |
-//! | [`commands`] | `eva-hub keys` and `eva-hub token`: credentials from the command line |
-//! | [`client`] | a Rust client for the protocol, used by tests and load tests |
+//! | [`config`] | layered settings: `config/default.toml`, file, `EVA_HUB__*` env, flags |
+//! | [`secret`] | a string that never reaches a log (tokens, keys, passwords) |
+//!
+//! The modules are listed from the top layer down; each imports only
+//! modules below it (`docs/ARCHITECTURE.md`, "Layers", checked by
+//! `tests/architecture.rs`).
 
 pub mod app;
 pub mod auth;
@@ -36,11 +46,17 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod counters;
+pub mod demo;
 pub mod gateway;
 pub mod hub;
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;
+pub mod secret;
 pub mod session;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
+pub mod webhooks;

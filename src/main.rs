@@ -5,6 +5,7 @@ use clap::Parser;
 use eva_hub::app::{App, shutdown_signal};
 use eva_hub::cli::{Cli, Command, Serve};
 use eva_hub::config::Settings;
+use eva_hub::demo::DemoOptions;
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
@@ -22,7 +23,47 @@ fn main() -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the runtime")?;
     runtime.block_on(async {
         match cli.command.expect("set above") {
-            Command::Serve(_) => App::bind(settings).await?.run(shutdown_signal()).await,
+            Command::Serve(serve) => {
+                let demo = serve.demo.filter(|n| *n > 0);
+                if demo.is_some() && !settings.auth.dev {
+                    anyhow::bail!(
+                        "--demo needs --dev (its renderers use development tokens); against a \
+                         hub with credentials run `eva-hub demo --url ... --api-key ...`"
+                    );
+                }
+                let app = App::bind(settings).await?;
+                if let Some(sessions) = demo {
+                    // The demo talks to this hub like any client, over its
+                    // listener, once it accepts.
+                    let mut addr = app.local_addr();
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    let opts = DemoOptions {
+                        url: format!("ws://{addr}"),
+                        sessions,
+                        api_key: None,
+                        token_prefix: "dev:renderer:demo".to_owned(),
+                        pace: serve.pace,
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = eva_hub::demo::run(opts).await {
+                            tracing::error!(error = format!("{e:#}"), "the demo failed");
+                        }
+                    });
+                }
+                app.run(shutdown_signal()).await
+            }
+            Command::Demo(args) => {
+                eva_hub::demo::run(DemoOptions {
+                    url: args.url,
+                    sessions: args.sessions,
+                    api_key: args.api_key,
+                    token_prefix: args.token_prefix,
+                    pace: args.pace,
+                })
+                .await
+            }
             Command::Migrate => {
                 let store = eva_hub::app::open_store(&settings).await?;
                 store.migrate().await.context("migration failed")?;
@@ -50,6 +91,15 @@ fn main() -> anyhow::Result<()> {
                     &mut std::io::stderr(),
                 )
                 .await
+            }
+            Command::Schema => {
+                let doc = eva_hub::protocol::schema::document();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                Ok(())
+            }
+            Command::Openapi => {
+                print!("{}", eva_hub::gateway::openapi::document_json());
+                Ok(())
             }
             Command::Token(args) => eva_hub::commands::token(
                 &settings,

@@ -28,8 +28,10 @@ pub const BATCH_BUCKETS: [f64; 12] = [
 ];
 
 /// Names of the histograms, so the exporter can give each its buckets.
-pub const LATENCY_HISTOGRAMS: [&str; 6] = [
+pub const LATENCY_HISTOGRAMS: [&str; 8] = [
     "eva_fanout_latency_seconds",
+    "eva_webhook_delivery_seconds",
+    "eva_webhook_attempt_seconds",
     "eva_emergency_stop_ack_seconds",
     "eva_renderer_stage_latency_seconds",
     "eva_renderer_component_latency_seconds",
@@ -59,7 +61,28 @@ struct Handles {
     resume_hit: Counter,
     resume_miss: Counter,
     estop_ack: Histogram,
+    stages: [Histogram; 4],
+    components: [Histogram; 8],
+    store_flush: Histogram,
+    store_batch_rows: Histogram,
+    redis_publish: Histogram,
 }
+
+/// Renderer pipeline stages (seed 002), in `Handles::stages` order.
+const STAGES: [&str; 4] = ["stt", "llm", "tts", "total"];
+
+/// Renderer components (seed 000 `performance_metrics.component`) with a
+/// series of their own; anything else is counted as the last, `other`.
+const COMPONENTS: [&str; 8] = [
+    "speech_recognition",
+    "language_model",
+    "speech_synthesis",
+    "rendering",
+    "network",
+    "knowledge_base",
+    "pipeline",
+    "other",
+];
 
 /// Every event kind, for pre-registered per-kind counters.
 const EVENT_KINDS: [&str; 21] = [
@@ -103,12 +126,74 @@ static H: LazyLock<Handles> = LazyLock::new(|| Handles {
     resume_hit: counter!("eva_resume_total", "result" => "hit"),
     resume_miss: counter!("eva_resume_total", "result" => "miss"),
     estop_ack: histogram!("eva_emergency_stop_ack_seconds"),
+    stages: STAGES.map(|s| histogram!("eva_renderer_stage_latency_seconds", "stage" => s)),
+    components: COMPONENTS
+        .map(|c| histogram!("eva_renderer_component_latency_seconds", "component" => c)),
+    store_flush: histogram!("eva_store_flush_seconds"),
+    store_batch_rows: histogram!("eva_store_batch_rows"),
+    redis_publish: histogram!("eva_redis_publish_seconds"),
 });
 
 /// Resolves every handle now, after the recorder is installed, so the
-/// first event does not pay for it.
+/// first event does not pay for it and every histogram (with each of its
+/// closed label values) is listed by the first scrape, before any traffic:
+/// dashboards and alerts see a zero, not a missing series.
 pub fn init() {
     LazyLock::force(&H);
+    LazyLock::force(&WH);
+}
+
+/// Outbound webhooks; `result` of an attempt is a closed set.
+struct WebhookHandles {
+    delivery: Histogram,
+    attempt: Histogram,
+    attempts: [(&'static str, Counter); 5],
+    delivered: Counter,
+    failed: Counter,
+    disabled: Counter,
+    queued: Gauge,
+}
+
+/// Attempt results: a 2xx, another status, a timeout, a network error,
+/// a destination the address policy refused.
+pub const WEBHOOK_RESULTS: [&str; 5] = ["success", "http_error", "timeout", "network", "refused"];
+
+static WH: LazyLock<WebhookHandles> = LazyLock::new(|| WebhookHandles {
+    delivery: histogram!("eva_webhook_delivery_seconds"),
+    attempt: histogram!("eva_webhook_attempt_seconds"),
+    attempts: WEBHOOK_RESULTS.map(|r| (r, counter!("eva_webhook_attempts_total", "result" => r))),
+    delivered: counter!("eva_webhook_deliveries_total", "status" => "delivered"),
+    failed: counter!("eva_webhook_deliveries_total", "status" => "failed"),
+    disabled: counter!("eva_webhook_endpoints_disabled_total"),
+    queued: gauge!("eva_webhook_queued"),
+});
+
+/// One attempt and how long its request took.
+pub fn webhook_attempt(result: &'static str, took: Duration) {
+    if let Some((_, c)) = WH.attempts.iter().find(|(r, _)| *r == result) {
+        c.increment(1);
+    }
+    WH.attempt.record(took.as_secs_f64());
+}
+
+/// A delivery succeeded, `latency` after it was queued.
+pub fn webhook_delivered(latency: Duration) {
+    WH.delivered.increment(1);
+    WH.delivery.record(latency.as_secs_f64());
+}
+
+/// A delivery failed for good.
+pub fn webhook_failed() {
+    WH.failed.increment(1);
+}
+
+pub fn webhook_endpoint_disabled() {
+    WH.disabled.increment(1);
+}
+
+/// Deliveries claimed and waiting in memory, or in flight.
+pub fn webhook_queued(n: usize) {
+    WH.queued.set(n as f64);
 }
 
 pub fn connection_opened(role: Role) {
@@ -202,33 +287,28 @@ pub fn outbound_queue_bytes(total: usize) {
     gauge!("eva_outbound_queue_bytes").set(total as f64);
 }
 
-/// Renderer-reported stage latency (seed 002: stt, llm, tts, total).
-pub fn renderer_stage(stage: &'static str, ms: f64) {
-    histogram!("eva_renderer_stage_latency_seconds", "stage" => stage).record(ms / 1000.0);
+/// Renderer-reported stage latency (seed 002: `stt`, `llm`, `tts`,
+/// `total`); other names are ignored.
+pub fn renderer_stage(stage: &str, ms: f64) {
+    if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+        H.stages[i].record(ms / 1000.0);
+    }
 }
 
 /// Renderer-reported latency by component (seed 000
 /// `performance_metrics.component`). Unknown components share `other`, so
 /// a renderer cannot grow the series count.
 pub fn renderer_component(component: Option<&str>, ms: f64) {
-    const KNOWN: [&str; 7] = [
-        "speech_recognition",
-        "language_model",
-        "speech_synthesis",
-        "rendering",
-        "network",
-        "knowledge_base",
-        "pipeline",
-    ];
-    let label = component
-        .and_then(|c| KNOWN.iter().find(|k| **k == c).copied())
-        .unwrap_or("other");
-    histogram!("eva_renderer_component_latency_seconds", "component" => label).record(ms / 1000.0);
+    let known = &COMPONENTS[..COMPONENTS.len() - 1];
+    let i = component
+        .and_then(|c| known.iter().position(|k| *k == c))
+        .unwrap_or(COMPONENTS.len() - 1);
+    H.components[i].record(ms / 1000.0);
 }
 
 pub fn store_flush(rows: usize, took: Duration) {
-    histogram!("eva_store_batch_rows").record(rows as f64);
-    histogram!("eva_store_flush_seconds").record(took.as_secs_f64());
+    H.store_batch_rows.record(rows as f64);
+    H.store_flush.record(took.as_secs_f64());
 }
 
 pub fn store_flush_failed() {
@@ -251,11 +331,9 @@ pub fn store_backlog_refused() {
     counter!("eva_store_backlog_refused_total").increment(1);
 }
 
-/// Installs the Prometheus recorder once per process (tests start several
-/// hubs in one process) and returns its handle.
 /// One sequencing round trip to Redis (publish script).
 pub fn redis_publish(took: Duration) {
-    histogram!("eva_redis_publish_seconds").record(took.as_secs_f64());
+    H.redis_publish.record(took.as_secs_f64());
 }
 
 /// Pub/sub messages the node's buffer dropped; each gap is refilled from
@@ -282,6 +360,8 @@ pub fn redis_up(up: bool) {
     gauge!("eva_redis_up").set(if up { 1.0 } else { 0.0 });
 }
 
+/// Installs the Prometheus recorder once per process (tests start several
+/// hubs in one process) and returns its handle.
 pub fn install_exporter() -> metrics_exporter_prometheus::PrometheusHandle {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -330,5 +410,37 @@ pub fn process_gauges() {
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every histogram, with each of its closed label values, is in the
+    /// first scrape: recorded or not, it was registered by `init`.
+    #[test]
+    fn every_histogram_is_listed_before_any_traffic() {
+        let text = install_exporter().render();
+        let mut expected: Vec<String> = LATENCY_HISTOGRAMS
+            .iter()
+            .chain(BATCH_HISTOGRAMS.iter())
+            .filter(|n| !n.starts_with("eva_renderer_"))
+            .map(|n| format!("{n}_count "))
+            .collect();
+        expected.extend(
+            STAGES.map(|s| format!("eva_renderer_stage_latency_seconds_count{{stage=\"{s}\"}}")),
+        );
+        expected.extend(
+            COMPONENTS.map(|c| {
+                format!("eva_renderer_component_latency_seconds_count{{component=\"{c}\"}}")
+            }),
+        );
+        for series in expected {
+            assert!(
+                text.lines().any(|l| l.starts_with(&series)),
+                "{series} is missing from the first scrape:\n{text}"
+            );
+        }
     }
 }

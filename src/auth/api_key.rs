@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::{AuthError, Scope};
+use super::AuthError;
+use crate::identity::Scope;
 use crate::ids::TenantId;
 use crate::store::{ApiKeyRecord, Store, StoreError};
 
@@ -106,7 +107,7 @@ pub struct NewKey {
 }
 
 /// A key as it is listed: everything but the hash.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     pub tenant: TenantId,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::jwt::{KeyConfigError, Keyring};
-use super::{AuthError, Authenticator, Grant, Identity, IssuedToken, Principal, api_key};
+use super::{AuthError, Authenticator, Grant, IssuedToken, api_key};
 use crate::config::AuthSettings;
+use crate::identity::{Identity, Principal};
 use crate::ids::now_ms;
 use crate::store::Store;
 

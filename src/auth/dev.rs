@@ -9,7 +9,8 @@
 
 use async_trait::async_trait;
 
-use super::{AuthError, Authenticator, Grant, Identity, IssuedToken, Principal, Scope};
+use super::{AuthError, Authenticator, Grant, IssuedToken};
+use crate::identity::{Identity, Principal, Scope};
 use crate::ids::TenantId;
 use crate::protocol::model::Role;
 

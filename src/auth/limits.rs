@@ -13,11 +13,10 @@
 //! | questions per participant | `question` | `error` `rate_limited` with `retry_after_ms` |
 //! | REST calls per API key | every REST call | HTTP 429 `rate_limited` |
 //!
-//! Counters are node-local. Every counter that spans connections
-//! (concurrent connections, questions per participant, calls per API key)
-//! goes through the [`Counters`] trait, so a cluster-wide implementation
-//! (through the broker) can replace [`LocalCounters`] without touching the
-//! callers. A connection's own token buckets stay local: a connection
+//! Every counter that spans connections (concurrent connections,
+//! questions per participant, calls per API key) goes through the
+//! [`Counters`] trait, so a cluster-wide implementation (through the
+//! broker) can replace [`LocalCounters`] without touching the callers. A connection's own token buckets stay local: a connection
 //! lives on one node.
 //!
 //! Per-frame checks are a clock read and one or two atomic
@@ -29,139 +28,25 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota};
 use uuid::Uuid;
 
 use crate::config::LimitSettings;
-use crate::hub::HubError;
+use crate::counters::{Counters, LocalCounters, RateKey, SlotKey, quota};
 use crate::ids::TenantId;
 use crate::protocol::ClientFrame;
 use crate::protocol::model::Role;
 use crate::store::Store;
 
-/// What a connection slot counts against.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum SlotKey {
-    Ip(IpAddr),
-    Tenant(TenantId),
-}
-
-/// What a rate counts against.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub enum RateKey {
-    /// Questions of one participant (tenant and subject).
-    Questions(TenantId, String),
-    /// REST calls of one API key.
-    ApiKey(Uuid),
-}
-
-/// Counters shared by connections: concurrent slots, and event rates.
-#[async_trait]
-pub trait Counters: Send + Sync + fmt::Debug + 'static {
-    /// Takes one slot of `key` if fewer than `limit` are held. `Err` means
-    /// the counter could not be reached; callers then let the connection
-    /// in (availability over strictness) and log it.
-    async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String>;
-
-    /// Gives a slot back. Runs from `Drop`, so it must not block; a remote
-    /// implementation sends the decrement in the background.
-    fn release(&self, key: SlotKey);
-
-    /// Counts one event of `key` against its configured rate:
-    /// `Ok(Err(wait))` when over it, `Err` when the counter could not be
-    /// reached (the event is then allowed).
-    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String>;
-}
-
-/// [`Counters`] for one node.
-pub struct LocalCounters {
-    held: DashMap<SlotKey, u32>,
-    questions: Option<DefaultKeyedRateLimiter<(TenantId, String)>>,
-    api_keys: Option<DefaultKeyedRateLimiter<Uuid>>,
-}
-
-impl fmt::Debug for LocalCounters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalCounters")
-            .field("slot_keys", &self.held.len())
-            .finish()
-    }
-}
-
-impl LocalCounters {
-    /// Counters with the rates of `settings`.
-    pub fn new(settings: &LimitSettings) -> LocalCounters {
-        LocalCounters {
-            held: DashMap::new(),
-            questions: NonZeroU32::new(settings.questions_per_minute)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            api_keys: quota(settings.rest_per_s, settings.rest_burst).map(RateLimiter::keyed),
-        }
-    }
-
-    /// Slots held for `key` (for tests and gauges).
-    pub fn held(&self, key: SlotKey) -> u32 {
-        self.held.get(&key).map(|v| *v).unwrap_or(0)
-    }
-
-    /// Forgets rate state that is back to "fresh", so the maps only hold
-    /// recent callers; run periodically.
-    pub fn sweep(&self) {
-        if let Some(l) = &self.questions {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-        if let Some(l) = &self.api_keys {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-    }
-}
-
-#[async_trait]
-impl Counters for LocalCounters {
-    async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
-        let mut n = self.held.entry(key).or_insert(0);
-        if *n >= limit {
-            return Ok(false);
-        }
-        *n += 1;
-        Ok(true)
-    }
-
-    fn release(&self, key: SlotKey) {
-        // Invariant: an entry exists while a slot is held; the last release
-        // removes it, so the map only holds keys in use.
-        self.held.remove_if_mut(&key, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-
-    async fn hit(&self, key: &RateKey) -> Result<Result<(), Duration>, String> {
-        fn check<K: std::hash::Hash + Eq + Clone>(
-            l: &Option<DefaultKeyedRateLimiter<K>>,
-            k: &K,
-        ) -> Result<(), Duration> {
-            match l {
-                None => Ok(()),
-                Some(l) => l
-                    .check_key(k)
-                    .map_err(|n| n.wait_time_from(l.clock().now())),
-            }
-        }
-        Ok(match key {
-            RateKey::Questions(t, s) => {
-                // The key is cloned into the map only for a participant
-                // seen for the first time in the window.
-                check(&self.questions, &(*t, s.clone()))
-            }
-            RateKey::ApiKey(id) => check(&self.api_keys, id),
-        })
-    }
+/// A limit was reached: `what` names it for the client ("frames",
+/// "questions", "connections from your address"...).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("too many {what}")]
+pub struct Limited {
+    pub what: &'static str,
+    pub retry_after: Duration,
 }
 
 /// A held connection slot; dropping it gives the slot back.
@@ -206,12 +91,6 @@ struct TenantCap {
 
 /// A token bucket (GCRA) for one connection and one class of frames.
 type Bucket = DefaultDirectRateLimiter;
-
-fn quota(per_s: u32, burst: u32) -> Option<Quota> {
-    let per_s = NonZeroU32::new(per_s)?;
-    let burst = NonZeroU32::new(burst).unwrap_or(per_s);
-    Some(Quota::per_second(per_s).allow_burst(burst))
-}
 
 /// The hub-wide limits.
 pub struct Limits {
@@ -307,10 +186,10 @@ impl Limits {
     ///
     /// # Errors
     /// `rate_limited` when the address holds all it may.
-    pub async fn admit_ip(&self, ip: IpAddr) -> Result<Option<Slot>, HubError> {
+    pub async fn admit_ip(&self, ip: IpAddr) -> Result<Option<Slot>, Limited> {
         self.take(SlotKey::Ip(ip), self.settings.connections_per_ip)
             .await
-            .ok_or(HubError::RateLimited {
+            .ok_or(Limited {
                 what: "connections from your address",
                 retry_after: CONNECT_RETRY,
             })
@@ -376,10 +255,10 @@ impl Limits {
         cap
     }
 
-    async fn hit(&self, key: RateKey, what: &'static str) -> Result<(), HubError> {
+    async fn hit(&self, key: RateKey, what: &'static str) -> Result<(), Limited> {
         match self.counters.hit(&key).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(wait)) => Err(HubError::RateLimited {
+            Ok(Err(wait)) => Err(Limited {
                 what,
                 retry_after: wait.max(Duration::from_millis(1)),
             }),
@@ -394,7 +273,7 @@ impl Limits {
     ///
     /// # Errors
     /// `rate_limited` with the wait until the next question is allowed.
-    pub async fn question(&self, tenant: TenantId, subject: &str) -> Result<(), HubError> {
+    pub async fn question(&self, tenant: TenantId, subject: &str) -> Result<(), Limited> {
         if self.settings.questions_per_minute == 0 {
             return Ok(());
         }
@@ -406,7 +285,7 @@ impl Limits {
     ///
     /// # Errors
     /// `rate_limited` with the wait until the next call is allowed.
-    pub async fn rest_call(&self, key: Uuid) -> Result<(), HubError> {
+    pub async fn rest_call(&self, key: Uuid) -> Result<(), Limited> {
         if self.settings.rest_per_s == 0 {
             return Ok(());
         }
@@ -443,7 +322,7 @@ impl Limits {
 pub enum FrameClass {
     /// `ping`: only the connection bucket.
     Control,
-    /// `join`, `leave`.
+    /// `join`, `leave`, `list_sessions`.
     Join,
     /// `state`, `context`, `metrics`.
     Telemetry,
@@ -457,7 +336,9 @@ impl FrameClass {
     pub fn of(frame: &ClientFrame) -> FrameClass {
         match frame {
             ClientFrame::Ping { .. } | ClientFrame::Auth { .. } => FrameClass::Control,
-            ClientFrame::Join { .. } | ClientFrame::Leave { .. } => FrameClass::Join,
+            ClientFrame::Join { .. }
+            | ClientFrame::Leave { .. }
+            | ClientFrame::ListSessions { .. } => FrameClass::Join,
             ClientFrame::State { .. }
             | ClientFrame::Context { .. }
             | ClientFrame::Metrics { .. } => FrameClass::Telemetry,
@@ -603,7 +484,7 @@ mod tests {
         drop(b);
         drop(_c);
         assert_eq!(slots.held(SlotKey::Ip(ip)), 0);
-        assert!(slots.held.is_empty());
+        assert_eq!(slots.keys_held(), 0);
     }
 
     #[tokio::test]
@@ -662,7 +543,7 @@ mod tests {
         limits.question(t, "p").await.unwrap();
         limits.question(t, "p").await.unwrap();
         let e = limits.question(t, "p").await.unwrap_err();
-        assert!(e.retry_after().unwrap() > Duration::from_secs(1));
+        assert!(e.retry_after > Duration::from_secs(1));
         limits.question(t, "q").await.unwrap();
         limits.question(TenantId::new(), "p").await.unwrap();
         limits.sweep();

@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{Broker, BrokerError, BrokerHandler, Condition, HistoryPage, Origin, Published};
+use super::{Broker, BrokerError, BrokerHandler, Condition, HistoryPage};
 use crate::ids::{Epoch, Seq, SessionId};
 use crate::protocol::model::{Event, StreamPosition};
+use crate::stream::{Origin, Published};
 
 #[derive(Debug)]
 struct Stream {

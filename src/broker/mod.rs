@@ -13,97 +13,20 @@
 
 pub mod memory;
 pub mod redis;
-pub mod redis_counters;
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
+use crate::config::LimitSettings;
+use crate::counters::Counters;
 use crate::ids::{Epoch, Seq, SessionId};
-use crate::protocol::Codec;
-use crate::protocol::frames::EventFrameRef;
-use crate::protocol::model::{Event, Role, StreamPosition};
+use crate::protocol::model::{Event, StreamPosition};
+use crate::stream::{Origin, Published};
 
-/// Who caused an event. Travels with the event through the broker but is
-/// never sent to clients as such.
-#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
-pub struct Origin {
-    /// The subject of the connection or API key; empty for the hub itself.
-    pub sender: String,
-    /// The sender's role; `None` for backends and the hub.
-    pub role: Option<Role>,
-    /// The client's frame id, which every node folds into its dedupe window.
-    pub client_id: Option<String>,
-    /// The renderer's fence for renderer frames. Every node drops a
-    /// renderer event whose fence is older than the session's current one,
-    /// so a replaced renderer cannot slip an event in after its successor.
-    pub fence: Option<u64>,
-}
-
-impl Origin {
-    pub fn hub() -> Origin {
-        Origin::default()
-    }
-}
-
-/// A sequenced event, shared by the history ring and every recipient.
-#[derive(Debug)]
-pub struct Published {
-    pub session: SessionId,
-    pub seq: Seq,
-    /// Acceptance time, Unix milliseconds (on the wire as `ts`).
-    pub ts: u64,
-    pub event: Event,
-    pub origin: Origin,
-    /// When this node received or accepted it, on the [`crate::clock`]
-    /// timeline; fan-out latency is measured from here.
-    pub accepted_us: u64,
-    frames: [OnceLock<Bytes>; 2],
-}
-
-impl Published {
-    pub fn new(session: SessionId, seq: Seq, ts: u64, event: Event, origin: Origin) -> Published {
-        Published {
-            session,
-            seq,
-            ts,
-            event,
-            origin,
-            accepted_us: crate::clock::mono_us(),
-            frames: Default::default(),
-        }
-    }
-
-    /// The complete WebSocket frame for this event in `codec`, encoded on
-    /// first use and shared by every later recipient.
-    pub fn frame(&self, codec: Codec) -> &Bytes {
-        self.frames[codec.index()].get_or_init(|| {
-            codec.frame(&EventFrameRef {
-                kind: "event",
-                session: self.session,
-                seq: self.seq,
-                ts: self.ts,
-                event: &self.event,
-            })
-        })
-    }
-
-    /// Approximate memory held, for history budgets.
-    pub fn weight(&self) -> usize {
-        self.frames
-            .iter()
-            .filter_map(|f| f.get())
-            .map(|b| b.len())
-            .sum::<usize>()
-            + 256
-    }
-}
-
-/// A replica's replicated state at a stream position (encoded by
-/// [`crate::session::snapshot`]), so a node that starts watching a live
+/// A replica's replicated state at a stream position (encoded by the
+/// session layer; opaque bytes here), so a node that starts watching a live
 /// session can build its replica from it plus the events after it,
 /// without the session's whole log.
 #[derive(Clone, Debug)]
@@ -229,10 +152,7 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// Counters for the abuse limits shared by every node, when the
     /// broker links several; `None` keeps them per node.
-    fn shared_counters(
-        &self,
-        _limits: &crate::config::LimitSettings,
-    ) -> Option<Arc<dyn crate::auth::limits::Counters>> {
+    fn shared_counters(&self, _limits: &LimitSettings) -> Option<Arc<dyn Counters>> {
         None
     }
 

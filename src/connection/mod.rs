@@ -5,9 +5,11 @@
 //!   and validates inbound frames and hands messages to the hub. Its
 //!   automatic replies (pong, close) are written through [`io::ServerIo`]
 //!   into the outbox's urgent lane, so the write half has one writer.
-//! * The **writer** owns the write half. It takes everything pending in the
-//!   [`outbox::Outbox`] and writes it with vectored writes: one syscall per
-//!   batch, not per frame, and no copy of the shared event bytes.
+//! * The **writer** takes everything pending in the [`outbox::Outbox`] and
+//!   writes it with vectored writes: one syscall per batch, not per frame,
+//!   and no copy of the shared event bytes. While it is idle, a push writes
+//!   its frame to the socket directly; the writer only runs for what the
+//!   socket did not take at once.
 //!
 //! Closing: whoever decides (reader, hub, heartbeat sweeper, shutdown)
 //! tells the outbox; the writer writes what it must, then the close frame,
@@ -25,10 +27,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::auth::Identity;
+use crate::identity::Identity;
 use crate::ids::{ConnId, now_ms};
 use crate::metrics as m;
 use crate::protocol::{Codec, Role};
@@ -93,7 +94,7 @@ impl ConnHandle {
 const MAX_IOV: usize = 128;
 
 /// Runs the writer until the outbox closes or the socket fails.
-pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io::Result<()> {
+pub async fn write_loop(wr: Arc<OwnedWriteHalf>, outbox: Arc<Outbox>) -> std::io::Result<()> {
     let mut batch = Batch::default();
     let mut batches: u64 = 0;
     loop {
@@ -109,7 +110,7 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
                 accepted_us: 0,
             });
         }
-        let written = write_batch(&mut wr, &mut batch).await?;
+        let written = write_batch(&wr, &mut batch).await?;
         m::bytes_out(written);
         batches += 1;
         // Sampled, never per delivery: one latency reading per 4 batches.
@@ -119,7 +120,8 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
             m::fanout_latency(crate::clock::since_us(t));
         }
         if close.is_some() {
-            let _ = wr.shutdown().await;
+            let _ =
+                socket2::SockRef::from(wr.as_ref().as_ref()).shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
         outbox.recycle(&mut batch);
@@ -128,34 +130,21 @@ pub async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) -> std::io:
 
 /// Writes the whole batch, urgent frames first, gathering up to
 /// [`MAX_IOV`] frames per syscall, and leaves it empty.
-///
-/// The slice array is built inside the poll closure, on the stack of each
-/// poll, so it is not part of the writer's future: an idle connection does
-/// not carry 2 KiB of `IoSlice`s around.
-async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut Batch) -> std::io::Result<usize> {
-    use tokio::io::AsyncWrite;
+async fn write_batch(wr: &OwnedWriteHalf, batch: &mut Batch) -> std::io::Result<usize> {
     // Replaced frames leave holes; drop them first so every remaining item
     // has bytes.
     batch.items.retain(|i| i.frame.is_some());
     let mut total = 0;
     while !batch.is_empty() {
-        let n = std::future::poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let frames = batch
-                .urgent
-                .iter()
-                .chain(batch.items.iter().filter_map(|i| i.frame.as_ref()));
-            let mut k = 0;
-            for b in frames.take(MAX_IOV) {
-                slices[k] = IoSlice::new(b);
-                k += 1;
+        let n = match write_some(wr, batch) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wr.writable().await?;
+                continue;
             }
-            std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..k])
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+            Err(e) => return Err(e),
+        };
         total += n;
         let mut left = n;
         while left > 0 {
@@ -179,6 +168,23 @@ async fn write_batch(wr: &mut OwnedWriteHalf, batch: &mut Batch) -> std::io::Res
         }
     }
     Ok(total)
+}
+
+/// One non-blocking vectored write of the front of the batch. The slice
+/// array lives on this call's stack, not in the writer's future, so an
+/// idle connection does not carry 2 KiB of `IoSlice`s around.
+fn write_some(wr: &OwnedWriteHalf, batch: &Batch) -> std::io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let frames = batch
+        .urgent
+        .iter()
+        .chain(batch.items.iter().filter_map(|i| i.frame.as_ref()));
+    let mut k = 0;
+    for b in frames.take(MAX_IOV) {
+        slices[k] = IoSlice::new(b);
+        k += 1;
+    }
+    wr.try_write_vectored(&slices[..k])
 }
 
 /// How long the reader keeps draining after our close frame is written, so

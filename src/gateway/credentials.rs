@@ -11,14 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::rest::{ApiError, ApiResult, Caller};
-use crate::auth::api_key::{self, KeyError, NewKey};
-use crate::auth::{AuthError, Grant, Scope};
+use super::rest::{ApiError, ApiResult, Caller, ErrorBody};
+use crate::auth::api_key::{self, KeyError, KeyView, NewKey};
+use crate::auth::{AuthError, Grant, IssuedToken};
 use crate::hub::{Hub, HubError, refuse};
+use crate::identity::Scope;
 use crate::ids::SessionId;
 use crate::protocol::ErrorCode;
 use crate::protocol::model::Role;
@@ -41,15 +42,21 @@ fn key_error(e: KeyError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     role: Role,
+    /// Who connects: 1-255 bytes, no control characters.
     subject: String,
+    /// Sessions the token may join; required for participants (at most
+    /// 100); absent means any session of the tenant.
     #[serde(default)]
     sessions: Option<Vec<SessionId>>,
+    /// Display name for presence.
     #[serde(default)]
     name: Option<String>,
+    /// Lifetime in seconds; `auth.token_ttl_s` when absent, never more
+    /// than `auth.token_ttl_max_s`.
     #[serde(default)]
     ttl_s: Option<u64>,
 }
@@ -58,6 +65,20 @@ pub struct TokenRequest {
 /// renderer of the caller's tenant. Participant and renderer tokens need
 /// `eva:write`; operator tokens `eva:operate`. Participant tokens must
 /// name their sessions; every session named must be the tenant's.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "credentials",
+    request_body = TokenRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The token, shown once (`Cache-Control: no-store`)", body = IssuedToken),
+        (status = 400, description = "`invalid`: bad subject or name, a participant token without `sessions`, more than 100 sessions", body = ErrorBody),
+        (status = 403, description = "The key lacks eva:write (participant, renderer) or eva:operate (operator)", body = ErrorBody),
+        (status = 404, description = "A named session is not the tenant's", body = ErrorBody),
+        (status = 503, description = "This hub has no signing key", body = ErrorBody),
+    )
+)]
 pub async fn mint_token(
     State(hub): State<Hub>,
     caller: Caller,
@@ -130,16 +151,44 @@ pub async fn mint_token(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     name: String,
+    /// Any of `eva:read`, `eva:write`, `eva:operate`, `eva:admin`.
     scopes: Vec<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
 }
 
+/// A new key: its listing, plus the key itself, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    view: KeyView,
+    /// `evk_…`: store it now; the hub keeps only its SHA-256.
+    key: String,
+}
+
+/// The tenant's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    items: Vec<KeyView>,
+}
+
 /// `POST /v1/keys`: a new API key of the caller's tenant, shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "credentials",
+    request_body = KeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The key, shown once (scope eva:admin; `Cache-Control: no-store`)", body = CreatedKey),
+        (status = 400, description = "Unknown scope or bad name", body = ErrorBody),
+        (status = 403, description = "The key lacks eva:admin", body = ErrorBody),
+    )
+)]
 pub async fn create_key(
     State(hub): State<Hub>,
     caller: Caller,
@@ -160,23 +209,46 @@ pub async fn create_key(
     .await
     .map_err(key_error)?;
     tracing::info!(tenant = %p.tenant, by = %p.subject, key = %view.id, "API key created");
-    let mut body = serde_json::to_value(&view).unwrap_or_default();
-    body["key"] = json!(key.expose());
+    let body = CreatedKey {
+        view,
+        key: key.expose().to_owned(),
+    };
     Ok(no_store((StatusCode::CREATED, Json(body)).into_response()))
 }
 
 /// `GET /v1/keys`: the caller's tenant's keys, without their hashes.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "credentials",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The keys (scope eva:admin)", body = KeyList),
+        (status = 403, description = "The key lacks eva:admin", body = ErrorBody),
+    )
+)]
 pub async fn list_keys(State(hub): State<Hub>, caller: Caller) -> ApiResult<Response> {
     let p = caller.need(Scope::Admin)?;
     let store = hub.writer.store();
     let items = api_key::list(store.as_ref(), Some(p.tenant))
         .await
         .map_err(key_error)?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(KeyList { items }).into_response())
 }
 
 /// `DELETE /v1/keys/{id}`: revokes a key of the caller's tenant. Another
 /// tenant's key is "no such key".
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "credentials",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked (scope eva:admin); it stops working at once"),
+        (status = 404, description = "No such key for this tenant", body = ErrorBody),
+    )
+)]
 pub async fn revoke_key(
     State(hub): State<Hub>,
     caller: Caller,

@@ -1,5 +1,5 @@
 //! The public listener: the accept loop, HTTP/1.1 with a handshake
-//! deadline, and the routes (WebSocket, REST, health).
+//! deadline, and the routes (WebSocket, REST, health, the console's pages).
 //!
 //! The accept loop is ours rather than a framework's so the hub controls
 //! the socket options, the deadline for a complete request, and shutdown:
@@ -7,7 +7,10 @@
 //! hub's drain.
 
 pub mod credentials;
+pub mod openapi;
+pub mod pages;
 pub mod rest;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -15,7 +18,9 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
-use axum::routing::{delete, get, post};
+use axum::http::header;
+use axum::routing::get;
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -27,27 +32,18 @@ use crate::hub::Hub;
 /// Every route of the public listener.
 pub fn router(hub: Hub) -> Router {
     let max_body = hub.settings.server.max_body_bytes;
-    Router::new()
-        .route("/v1/ws", get(ws::upgrade))
+    let (routes, api) = openapi::routes().split_for_parts();
+    // Rendered once: the document is the same for the life of the process.
+    let api = Bytes::from(openapi::render(&api));
+    routes
+        .merge(pages::routes())
         .route(
-            "/v1/sessions",
-            post(rest::create_session).get(rest::list_sessions),
+            "/v1/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], api) }
+            }),
         )
-        .route("/v1/sessions/{id}", get(rest::get_session))
-        .route("/v1/sessions/{id}/stop", post(rest::stop_session))
-        .route("/v1/sessions/{id}/status", post(rest::set_status))
-        .route("/v1/sessions/{id}/events", post(rest::publish_event))
-        .route("/v1/sessions/{id}/conversation", get(rest::conversation))
-        .route("/v1/sessions/{id}/interventions", get(rest::interventions))
-        .route("/v1/sessions/{id}/alerts", get(rest::alerts))
-        .route("/v1/tokens", post(credentials::mint_token))
-        .route(
-            "/v1/keys",
-            post(credentials::create_key).get(credentials::list_keys),
-        )
-        .route("/v1/keys/{id}", delete(credentials::revoke_key))
-        .route("/healthz", get(rest::healthz))
-        .route("/readyz", get(rest::readyz))
         .fallback(rest::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(hub)

@@ -15,22 +15,44 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, Principal, Scope, bearer};
-use crate::hub::{Hub, HubError, NewSession, refuse};
+use crate::auth::{AuthError, bearer};
+use crate::hub::{Hub, HubError, NewSession, SessionView, refuse};
+use crate::identity::{Principal, Scope};
 use crate::ids::SessionId;
 use crate::protocol::model::CustomAudience;
 use crate::protocol::{ErrorCode, SessionStatus};
-use crate::store::{Page, SessionQuery};
+use crate::store::{AlertRow, ConversationRow, InterventionRow, Page, SessionQuery};
+use utoipa::{IntoParams, ToSchema};
+
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people; say what to do, never quote a backend.
+    pub message: String,
+    /// For retryable codes: wait at least this long (also in `Retry-After`,
+    /// in seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
 
 /// Turns a hub error into the JSON error response.
 pub fn error_response(e: &HubError) -> Response {
     let code = e.code();
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut body = json!({ "error": { "code": code, "message": e.client_message() } });
-    if let Some(after) = e.retry_after() {
-        body["error"]["retry_after_ms"] = json!(after.as_millis() as u64);
-    }
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: e.client_message(),
+            retry_after_ms: e.retry_after().map(|a| a.as_millis() as u64),
+        },
+    };
     let mut res = (status, Json(body)).into_response();
     if let Some(after) = e.retry_after()
         && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
@@ -83,7 +105,7 @@ impl FromRequestParts<Hub> for Caller {
             && let Err(e) = hub.limiter.rest_call(key).await
         {
             crate::metrics::limit_hit("rest");
-            return Err(e.into());
+            return Err(HubError::from(e).into());
         }
         hub.auth
             .charge(&principal)
@@ -136,6 +158,21 @@ fn parse_session(id: &str) -> Result<SessionId, ApiError> {
         .map_err(|_| refuse(ErrorCode::NotFound, "no such session").into())
 }
 
+/// Creates a session. The answer's `id` is the session id clients join.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    request_body = NewSession,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created (scope eva:write)", body = SessionView),
+        (status = 400, description = "A field is invalid", body = ErrorBody),
+        (status = 401, description = "No or bad API key", body = ErrorBody),
+        (status = 403, description = "The key lacks eva:write", body = ErrorBody),
+        (status = 429, description = "Rate limited or quota used up", body = ErrorBody),
+    )
+)]
 pub async fn create_session(
     State(hub): State<Hub>,
     caller: Caller,
@@ -146,16 +183,22 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only sessions in this status (`created`, `starting`, `active`,
+    /// `paused`, `stopping`, `stopped`, `failed`).
     status: Option<String>,
+    /// The last id of the previous page (`next_before`).
     before: Option<SessionId>,
+    /// 1 to 500; 50 when absent.
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-struct Listing<T> {
+/// A page of a listing, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Listing<T> {
     items: Vec<T>,
     /// Pass as `before` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +216,18 @@ fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, 500)
 }
 
+/// The tenant's sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page (scope eva:read)", body = Listing<SessionView>),
+        (status = 400, description = "Unknown status or bad paging", body = ErrorBody),
+    )
+)]
 pub async fn list_sessions(
     State(hub): State<Hub>,
     caller: Caller,
@@ -196,6 +251,18 @@ pub async fn list_sessions(
     Ok(Json(listing(items, limit, |v| v.record.id.to_string())).into_response())
 }
 
+/// One session; `live` is present while it is loaded on the node asked.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = SessionId, Path, description = "The session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session (scope eva:read)", body = SessionView),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+    )
+)]
 pub async fn get_session(
     State(hub): State<Hub>,
     caller: Caller,
@@ -205,13 +272,28 @@ pub async fn get_session(
     Ok(Json(hub.get_session(p, parse_session(&id)?).await?).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// Starts stopping a session: `stopped` at once without a renderer, else
+/// `stopping` until the renderer confirms or `stop_timeout_ms` passes.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/stop",
+    tag = "sessions",
+    params(("id" = SessionId, Path, description = "The session id")),
+    request_body(content = Option<ReasonBody>, description = "Optional"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session (scope eva:write)", body = SessionView),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+        (status = 409, description = "`illegal_transition`: it has already ended", body = ErrorBody),
+    )
+)]
 pub async fn stop_session(
     State(hub): State<Hub>,
     caller: Caller,
@@ -223,14 +305,31 @@ pub async fn stop_session(
     Ok(Json(hub.stop(p, parse_session(&id)?, reason).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
+    /// The status to move to.
+    #[schema(value_type = SessionStatus)]
     status: String,
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// Moves a session through its lifecycle (see the protocol's lifecycle
+/// table).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/status",
+    tag = "sessions",
+    params(("id" = SessionId, Path, description = "The session id")),
+    request_body = StatusBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session (scope eva:write)", body = SessionView),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+        (status = 409, description = "`illegal_transition`", body = ErrorBody),
+    )
+)]
 pub async fn set_status(
     State(hub): State<Hub>,
     caller: Caller,
@@ -251,16 +350,41 @@ pub async fn set_status(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
+    /// 1-64 characters of `a-z 0-9 _ . : -`, starting with a letter.
     name: String,
     #[serde(default)]
     audience: CustomAudience,
+    /// Any JSON value.
     #[serde(default)]
     data: Value,
 }
 
+/// Where a published event landed in the session's stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventAccepted {
+    pub session: SessionId,
+    pub seq: u64,
+}
+
+/// Publishes an app-defined event (`custom`, `from` = the key's name) into
+/// the session's stream.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/events",
+    tag = "sessions",
+    params(("id" = SessionId, Path, description = "The session id")),
+    request_body = EventBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Sequenced (scope eva:write)", body = EventAccepted),
+        (status = 400, description = "Bad name", body = ErrorBody),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+        (status = 409, description = "`session_ended`", body = ErrorBody),
+    )
+)]
 pub async fn publish_event(
     State(hub): State<Hub>,
     caller: Caller,
@@ -273,15 +397,21 @@ pub async fn publish_event(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "session": published.session, "seq": published.seq })),
+        Json(EventAccepted {
+            session: published.session,
+            seq: published.seq,
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The last id of the previous page (`next_before`).
     before: Option<uuid::Uuid>,
+    /// 1 to 500; 50 when absent.
     limit: Option<usize>,
 }
 
@@ -331,6 +461,19 @@ async fn history(
     Ok(Json(body).into_response())
 }
 
+/// The session's conversation (questions, responses, operator lines),
+/// newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/conversation",
+    tag = "history",
+    params(("id" = SessionId, Path, description = "The session id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page (scope eva:read)", body = Listing<ConversationRow>),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+    )
+)]
 pub async fn conversation(
     State(hub): State<Hub>,
     caller: Caller,
@@ -340,6 +483,18 @@ pub async fn conversation(
     history(hub, caller, id, q, HistoryKind::Conversation).await
 }
 
+/// The session's operator interventions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/interventions",
+    tag = "history",
+    params(("id" = SessionId, Path, description = "The session id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page (scope eva:read)", body = Listing<InterventionRow>),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+    )
+)]
 pub async fn interventions(
     State(hub): State<Hub>,
     caller: Caller,
@@ -349,6 +504,18 @@ pub async fn interventions(
     history(hub, caller, id, q, HistoryKind::Interventions).await
 }
 
+/// The session's alerts, newest first, acknowledged or not.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/alerts",
+    tag = "history",
+    params(("id" = SessionId, Path, description = "The session id"), PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page (scope eva:read)", body = Listing<AlertRow>),
+        (status = 404, description = "No such session for this tenant", body = ErrorBody),
+    )
+)]
 pub async fn alerts(
     State(hub): State<Hub>,
     caller: Caller,
@@ -359,11 +526,26 @@ pub async fn alerts(
 }
 
 /// Liveness: 200 while the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`"))
+)]
 pub async fn healthz() -> Response {
     (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
 }
 
 /// Readiness: 503 naming the failing dependency, or while draining.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "`{\"status\":\"ready\"}`"),
+        (status = 503, description = "`{\"status\":\"unavailable\",\"failing\":[{\"name\",\"error\"}]}`"),
+    )
+)]
 pub async fn readyz(State(hub): State<Hub>) -> Response {
     const PROBE: Duration = Duration::from_secs(2);
     let mut failing = Vec::new();

@@ -21,15 +21,16 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::rest::error_response;
+use super::rest::{ErrorBody, error_response};
 use crate::auth::limits::{Slot, TenantRefusal};
 use crate::auth::origin::OriginRefusal;
-use crate::auth::{AuthError, Identity, bearer};
+use crate::auth::{AuthError, bearer};
 use crate::connection::io::ServerIo;
 use crate::connection::outbox::Outbox;
 use crate::connection::{CLOSE_LINGER, ConnHandle, write_loop};
 use crate::hub::client::{Client, Next};
 use crate::hub::{Hub, HubError, refuse};
+use crate::identity::Identity;
 use crate::protocol::{CloseCode, Codec, ErrorCode, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 
 /// Picks the first subprotocol the client offers that the hub speaks.
@@ -55,6 +56,27 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The WebSocket endpoint: `eva.v1.json` or `eva.v1.msgpack` as the
+/// subprotocol, credentials in `Authorization` or in a first `auth` frame.
+/// The frames are described in docs/PROTOCOL.md and
+/// docs/protocol.schema.json.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "realtime",
+    params(
+        ("Sec-WebSocket-Protocol" = String, Header, description = "`eva.v1.json` and/or `eva.v1.msgpack`, in order of preference"),
+        ("Authorization" = Option<String>, Header, description = "`Bearer <connection token>`; without it, send an `auth` frame first (browsers)"),
+    ),
+    responses(
+        (status = 101, description = "Switched to WebSocket with the chosen subprotocol"),
+        (status = 400, description = "Not a WebSocket handshake, or no supported subprotocol", body = ErrorBody),
+        (status = 401, description = "A bad token in `Authorization`, or neither `Origin` nor `Authorization`", body = ErrorBody),
+        (status = 403, description = "The origin is not allowed, or the credentials do not allow this", body = ErrorBody),
+        (status = 429, description = "Too many connections from this address or tenant", body = ErrorBody),
+        (status = 503, description = "The hub is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn upgrade(
     State(hub): State<Hub>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -118,7 +140,7 @@ pub async fn upgrade(
         Err(e) => {
             tracing::info!(%peer, "WebSocket handshake refused: too many connections from this address");
             crate::metrics::limit_hit("connections_per_ip");
-            return error_response(&e);
+            return error_response(&e.into());
         }
     }
     // Credentials in the header are checked before the upgrade, so a bad
@@ -201,17 +223,22 @@ pub async fn upgrade(
 fn auth_refusal(e: &AuthError, peer: SocketAddr) -> Response {
     // The log says why; the client only learns that it was refused, in the
     // same words whatever the reason, so refusals cannot be used to probe
-    // which part of a forged token was right.
+    // which part of a forged token was right. Expiry is the one exception:
+    // it is only reported for a token whose signature verified, so it
+    // tells nothing to someone without a genuine token, and it tells the
+    // client to fetch a fresh one rather than give up.
     tracing::info!(%peer, error = %e, "WebSocket authentication refused");
     crate::metrics::auth_refused(e.label());
     let code = match e {
         AuthError::Forbidden(_) => ErrorCode::Forbidden,
         AuthError::Unavailable(_) => ErrorCode::Unavailable,
+        AuthError::Expired => ErrorCode::TokenExpired,
         _ => ErrorCode::Unauthorized,
     };
     let message = match code {
         ErrorCode::Forbidden => "these credentials do not allow this",
         ErrorCode::Unavailable => "authentication is unavailable; retry",
+        ErrorCode::TokenExpired => "the token has expired: get a fresh one and reconnect",
         _ => "missing or invalid credentials",
     };
     error_response(&refuse(code, message))
@@ -259,7 +286,9 @@ pub async fn run_connection(
         let _ = socket2_sndbuf(&tcp, sndbuf);
     }
     let (rd, wr) = tcp.into_split();
+    let wr = Arc::new(wr);
     let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
+    outbox.attach_socket(wr.clone());
     let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
     let mut client = Client::new(conn.clone(), hub.limiter.connection());
     client.slots = slots;
@@ -314,6 +343,7 @@ pub async fn run_connection(
             }
         }
     }
+    outbox.detach_socket();
     if let Some(code) = outbox.close_code() {
         crate::metrics::connection_close_code(code);
     }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use crate::auth::limits::Limited;
 use crate::broker::BrokerError;
 use crate::protocol::ErrorCode;
+use crate::session::{Seen, SessionError};
 use crate::store::StoreError;
 use crate::store::writer::BacklogFull;
 
@@ -30,7 +32,7 @@ pub enum HubError {
     /// The frame's id was seen before: answer with the original outcome.
     /// Handled inside the hub, never sent as an error.
     #[error("duplicate of seq {}", .0.seq)]
-    Duplicate(crate::session::Seen),
+    Duplicate(Seen),
 }
 
 /// Shorthand for a refusal.
@@ -45,6 +47,29 @@ pub fn not_found() -> HubError {
     // One message for "absent" and "another tenant's": nothing may hint
     // that a session exists elsewhere.
     refuse(ErrorCode::NotFound, "no such session")
+}
+
+impl From<SessionError> for HubError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound => not_found(),
+            SessionError::TooBusy => refuse(
+                ErrorCode::Unavailable,
+                "the session is changing too fast; retry",
+            ),
+            SessionError::Broker(e) => HubError::Broker(e),
+            SessionError::Store(e) => HubError::Store(e),
+        }
+    }
+}
+
+impl From<Limited> for HubError {
+    fn from(l: Limited) -> Self {
+        HubError::RateLimited {
+            what: l.what,
+            retry_after: l.retry_after,
+        }
+    }
 }
 
 impl From<BacklogFull> for HubError {

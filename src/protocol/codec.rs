@@ -34,7 +34,7 @@ pub enum DecodeError {
 
 /// Every client frame `type`, so a decode failure can tell an unknown type
 /// from a malformed known one.
-pub const CLIENT_TYPES: [&str; 20] = [
+pub const CLIENT_TYPES: [&str; 21] = [
     "auth",
     "join",
     "leave",
@@ -54,6 +54,7 @@ pub const CLIENT_TYPES: [&str; 20] = [
     "approve",
     "ack_alert",
     "publish",
+    "list_sessions",
     "ping",
 ];
 

@@ -2,11 +2,14 @@
 //! frame): the one table clients need to decide whether to retry,
 //! reconnect or give up. `docs/PROTOCOL.md` mirrors it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Codes carried by `error` frames. An error frame never closes the
 /// connection by itself.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame could not be decoded (not JSON/MessagePack, missing or
@@ -18,6 +21,9 @@ pub enum ErrorCode {
     Invalid,
     /// The connection has not authenticated yet.
     Unauthorized,
+    /// The credential was genuine but has expired: get a fresh one (a new
+    /// connection token from the backend) and try again with it.
+    TokenExpired,
     /// The connection's role or scope may not do this.
     Forbidden,
     /// No such session for this tenant.
@@ -58,6 +64,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownType,
+        ErrorCode::Invalid,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::RendererActive,
+        ErrorCode::StaleRenderer,
+        ErrorCode::IllegalTransition,
+        ErrorCode::Conflict,
+        ErrorCode::NotController,
+        ErrorCode::UnknownReference,
+        ErrorCode::SessionEnded,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::BacklogFull,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// Whether resending the same frame later can succeed.
     pub fn retryable(self) -> bool {
         matches!(
@@ -75,6 +105,7 @@ impl ErrorCode {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::Invalid => "invalid",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::NotJoined => "not_joined",
@@ -98,7 +129,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::Invalid => 400,
-            ErrorCode::Unauthorized => 401,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::NotJoined

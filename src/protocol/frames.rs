@@ -2,6 +2,7 @@
 //! ([`ServerFrame`]). Both codecs carry exactly this model; `type` names
 //! the frame.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -11,6 +12,7 @@ use super::model::{
     SessionState, SessionStatus, StatePatch, StreamPosition,
 };
 use crate::ids::{ConnId, Epoch, EventId, Seq, SessionId, TenantId};
+use crate::secret::Secret;
 
 /// A client's own id for a frame, quoted back in `ack` and `error`. For
 /// questions, responses and interventions it is also the idempotency key:
@@ -18,12 +20,12 @@ use crate::ids::{ConnId, Epoch, EventId, Seq, SessionId, TenantId};
 pub type ClientMsgId = String;
 
 /// Frames a client sends.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Authenticate with a token, for clients (browsers) that cannot set an
     /// `Authorization` header. Must be the first frame.
-    Auth { token: String },
+    Auth { token: Secret },
     /// Start receiving a session. `resume` continues from a known position.
     /// A renderer sets `takeover` to replace a live renderer.
     Join {
@@ -35,6 +37,15 @@ pub enum ClientFrame {
         /// Display name for presence (participants).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Receive this session's events as compact event frames (see
+        /// `CompactEventFrame`): the session named by the alias `joined`
+        /// gives, no `type`, `session` or `ts`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compact: bool,
+        /// `false`: do not send this connection the events it published
+        /// itself (its frames are still answered with `ack`).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        echo: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<ClientMsgId>,
     },
@@ -167,6 +178,22 @@ pub enum ClientFrame {
         id: Option<ClientMsgId>,
     },
 
+    /// The tenant's sessions, newest first (operators): answered with
+    /// `session_list`. Ended sessions are left out unless `include_ended`;
+    /// a token limited to some sessions lists only those.
+    ListSessions {
+        /// Only sessions in this status.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<SessionStatus>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include_ended: bool,
+        /// 1 to 500; 100 when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+
     /// Application-level ping; answered with `pong`.
     Ping {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +223,7 @@ impl ClientFrame {
             ClientFrame::Approve { .. } => "approve",
             ClientFrame::AckAlert { .. } => "ack_alert",
             ClientFrame::Publish { .. } => "publish",
+            ClientFrame::ListSessions { .. } => "list_sessions",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -212,7 +240,8 @@ impl ClientFrame {
             | ClientFrame::Release { id, .. }
             | ClientFrame::Approve { id, .. }
             | ClientFrame::AckAlert { id, .. }
-            | ClientFrame::Publish { id, .. } => id.as_deref(),
+            | ClientFrame::Publish { id, .. }
+            | ClientFrame::ListSessions { id, .. } => id.as_deref(),
             ClientFrame::Response { id, .. }
             | ClientFrame::Question { id, .. }
             | ClientFrame::Command { id, .. }
@@ -229,7 +258,9 @@ impl ClientFrame {
     /// The session the frame is about, if any.
     pub fn session(&self) -> Option<SessionId> {
         match self {
-            ClientFrame::Auth { .. } | ClientFrame::Ping { .. } => None,
+            ClientFrame::Auth { .. }
+            | ClientFrame::Ping { .. }
+            | ClientFrame::ListSessions { .. } => None,
             ClientFrame::Join { session, .. }
             | ClientFrame::Leave { session, .. }
             | ClientFrame::State { session, .. }
@@ -253,7 +284,7 @@ impl ClientFrame {
 }
 
 /// Presence as a snapshot shows it.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PresenceView {
     pub participant_count: u32,
     /// Members (staff views only), at most the configured cap.
@@ -265,7 +296,7 @@ pub struct PresenceView {
 }
 
 /// Who holds the session (staff views only).
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ControlView {
     /// The operator that has taken the session over, if any.
     pub controller: Option<String>,
@@ -276,7 +307,7 @@ pub struct ControlView {
 
 /// Everything a client needs to render a session at `seq`. Live events with
 /// a higher `seq` follow it.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Snapshot {
     pub session: SessionId,
     pub epoch: Epoch,
@@ -299,10 +330,48 @@ pub struct Snapshot {
     /// Responses held back during a takeover. Operators only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_responses: Option<Vec<ResponseBody>>,
+    /// Questions no response (published or held) answers yet, oldest
+    /// first; at most the latest 256. Renderer and operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<Vec<OpenQuestion>>,
+    /// Commands and emergency stops the renderer has not acknowledged,
+    /// oldest first. Renderer and operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_commands: Option<Vec<PendingCommandView>>,
+}
+
+/// A question still waiting for an answer, as a snapshot lists it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct OpenQuestion {
+    pub question_id: EventId,
+    pub participant_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_name: Option<String>,
+    pub text: String,
+    /// When it was asked, Unix milliseconds.
+    pub asked_at: u64,
+}
+
+/// A command or emergency stop awaiting the renderer's `command_ack`.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PendingCommandView {
+    /// The `command_id`, or the emergency stop's `intervention_id`.
+    pub command_id: EventId,
+    pub operator_id: String,
+    /// True for an emergency stop: stop now, then acknowledge.
+    pub emergency: bool,
+    /// What to do (commands only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    /// Why (emergency stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was issued, Unix milliseconds.
+    pub issued_at: u64,
 }
 
 /// Why a resume could not be served from history.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscontinuityReason {
     /// The stream was restarted; the client's epoch is gone.
@@ -314,7 +383,7 @@ pub enum DiscontinuityReason {
 }
 
 /// Frames the hub sends.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// First frame after authentication.
@@ -336,11 +405,16 @@ pub enum ServerFrame {
         /// The renderer's fence (renderers only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fence: Option<u64>,
+        /// With `compact`: the number this connection's compact event
+        /// frames name the session by (`e`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alias: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<ClientMsgId>,
     },
     Snapshot(Box<Snapshot>),
     /// A resume succeeded: the events `from..=to` of this view follow.
+    /// Nothing was missed when `from` is `to + 1`: live events follow.
     Resumed {
         session: SessionId,
         epoch: Epoch,
@@ -410,6 +484,35 @@ pub enum ServerFrame {
         nonce: Option<u64>,
         server_time: u64,
     },
+    /// The answer to `list_sessions`.
+    SessionList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+        sessions: Vec<SessionSummary>,
+    },
+}
+
+/// One line of a `session_list`: enough for a console's overview. The
+/// live fields are what this node's replica knows; join the session for
+/// its events.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SessionSummary {
+    pub session: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: SessionStatus,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub participant_count: u32,
+    pub questions_received: u64,
+    pub renderer_connected: bool,
+    /// The operator that has taken the session over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    pub is_speaking: bool,
+    pub current_slide: i32,
+    /// Alerts not acknowledged yet.
+    pub open_alerts: u32,
 }
 
 impl ServerFrame {
@@ -422,6 +525,38 @@ impl ServerFrame {
             retry_after_ms: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// An event as a connection that joined with `compact: true` receives it:
+/// `e` (the session's alias from `joined`) and `q` (its `seq`), then the
+/// event's own fields (`kind` first among them in meaning, not in order).
+/// It has no `type`: a frame with `e` is a compact event frame. It leaves
+/// out the session id, the frame type and the hub's `ts`, which most
+/// receivers never read, so a 128-byte event costs about a third fewer bytes.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CompactEventFrame {
+    pub e: u32,
+    pub q: Seq,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Borrowed form of [`CompactEventFrame`], so a shared event is encoded
+/// without cloning it.
+#[derive(Serialize)]
+pub(crate) struct CompactEventRef<'a> {
+    pub(crate) e: u32,
+    pub(crate) q: Seq,
+    #[serde(flatten)]
+    pub(crate) event: &'a Event,
 }
 
 /// Borrowed form of [`ServerFrame::Event`], so a shared event is encoded

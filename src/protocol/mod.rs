@@ -6,6 +6,7 @@ pub mod codec;
 pub mod codes;
 pub mod frames;
 pub mod model;
+pub mod schema;
 
 pub use codec::{Codec, DecodeError, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 pub use codes::{CloseCode, ErrorCode};

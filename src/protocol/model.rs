@@ -4,13 +4,16 @@
 //! `conversations`, `question_responses`, `operator_interventions`,
 //! `system_alerts`, `performance_metrics`).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{EventId, Seq};
 
 /// What a connection is. Fixed for the life of the connection.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The avatar engine: pushes state, metrics and answers; obeys commands.
@@ -64,7 +67,9 @@ impl Audience {
 }
 
 /// Audience a renderer, operator or backend picks for an app-defined event.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Default, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CustomAudience {
     /// Everyone in the session, participants included.
@@ -74,6 +79,12 @@ pub enum CustomAudience {
     Staff,
     Operators,
     Renderer,
+}
+
+impl CustomAudience {
+    pub fn is_all(&self) -> bool {
+        *self == CustomAudience::All
+    }
 }
 
 impl From<CustomAudience> for Audience {
@@ -93,7 +104,9 @@ impl From<CustomAudience> for Audience {
 /// created → starting → active ⇄ paused → stopping → stopped
 ///              └──────────┴────────┴─────────┴──→ failed
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Created,
@@ -165,7 +178,7 @@ impl SessionStatus {
 /// Real-time session state (seed 000 `session_state`). Every `state` event
 /// carries the whole struct, so a client that skipped some (conflation)
 /// still ends up with the right picture.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct SessionState {
     pub current_slide: i32,
     pub presentation_mode: String,
@@ -196,7 +209,7 @@ impl Default for SessionState {
 
 /// What a renderer may change in [`SessionState`]. Absent fields are kept.
 /// `current_topic: null` clears the topic.
-#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StatePatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_slide: Option<i32>,
@@ -211,6 +224,7 @@ pub struct StatePatch {
         deserialize_with = "double_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub current_topic: Option<Option<String>>,
 }
 
@@ -225,7 +239,9 @@ where
 }
 
 /// Session counters (seed 000 `sessions`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 pub struct Counters {
     pub participant_count: u32,
     pub questions_received: u64,
@@ -234,7 +250,7 @@ pub struct Counters {
 }
 
 /// Per-stage pipeline latencies (seed 002 `stt_latency_ms` ...).
-#[derive(Clone, Copy, PartialEq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StageLatencies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stt_ms: Option<f64>,
@@ -246,9 +262,15 @@ pub struct StageLatencies {
     pub total_ms: Option<f64>,
 }
 
+impl StageLatencies {
+    pub fn is_empty(&self) -> bool {
+        *self == StageLatencies::default()
+    }
+}
+
 /// One renderer metrics report (seed 000 `eva:session:{id}:metrics`).
 /// Usages are fractions in `[0, 1]`.
-#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RendererMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
@@ -260,7 +282,7 @@ pub struct RendererMetrics {
     pub memory_usage: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fps: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "StageLatencies::is_empty")]
     pub stages: StageLatencies,
     /// Which part of the renderer measured this (seed 000
     /// `performance_metrics.component`), e.g. `speech_recognition`.
@@ -288,7 +310,9 @@ impl RendererMetrics {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -309,7 +333,9 @@ impl Severity {
 }
 
 /// Closed set of alert types the hub raises.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertType {
     /// The session is live and no renderer has been connected for the
@@ -319,6 +345,9 @@ pub enum AlertType {
     EmergencyStopUnacknowledged,
     /// A renderer metric crossed its configured threshold.
     MetricThreshold,
+    /// One of the tenant's webhook endpoints failed too often and was
+    /// disabled (raised in each of the tenant's live sessions).
+    WebhookDisabled,
 }
 
 impl AlertType {
@@ -327,12 +356,13 @@ impl AlertType {
             AlertType::RendererHeartbeatLost => "renderer_heartbeat_lost",
             AlertType::EmergencyStopUnacknowledged => "emergency_stop_unacknowledged",
             AlertType::MetricThreshold => "metric_threshold",
+            AlertType::WebhookDisabled => "webhook_disabled",
         }
     }
 }
 
 /// An alert (seed 000 `system_alerts`).
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Alert {
     pub alert_id: EventId,
     pub alert_type: AlertType,
@@ -347,7 +377,7 @@ pub struct Alert {
 }
 
 /// What an operator tells the renderer to do.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Command {
     /// Speak this text. The renderer answers with a `response` that carries
@@ -362,7 +392,7 @@ pub enum Command {
 }
 
 /// A participant, operator or renderer as presence lists it.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Member {
     pub id: String,
     pub role: Role,
@@ -370,7 +400,7 @@ pub struct Member {
     pub name: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceChange {
     Join,
@@ -378,7 +408,7 @@ pub enum PresenceChange {
 }
 
 /// A renderer's answer (seed 000 `question_responses`).
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ResponseBody {
     pub response_id: EventId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,7 +426,7 @@ pub struct ResponseBody {
 }
 
 /// Why a takeover ended.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseReason {
     /// The controlling operator released it.
@@ -409,7 +439,7 @@ pub enum ReleaseReason {
 
 /// Every event a session emits. Each gets the next `seq` of its session and
 /// reaches the roles its [`Event::audience`] names.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// The session was created. Always `seq = 1` of a new stream.
@@ -513,6 +543,8 @@ pub enum Event {
     /// webhook events...).
     Custom {
         name: String,
+        /// Left out when `all` (what receivers assume without it).
+        #[serde(default, skip_serializing_if = "CustomAudience::is_all")]
         audience: CustomAudience,
         #[serde(default)]
         data: Value,
@@ -589,9 +621,12 @@ impl Event {
 }
 
 /// `(epoch, seq)`: where a client is in a session's stream.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 pub struct StreamPosition {
     pub epoch: crate::ids::Epoch,
+    #[schema(value_type = u64)]
     pub seq: Seq,
 }
 

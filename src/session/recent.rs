@@ -36,6 +36,10 @@ impl<K: Hash + Eq + Clone, V> RecentMap<K, V> {
         self.map.get(k)
     }
 
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k)
+    }
+
     pub fn contains(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }

@@ -8,13 +8,13 @@
 use std::collections::{HashMap, VecDeque};
 
 use indexmap::IndexMap;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    Controller, Info, Inner, Pending, PendingCommand, QuestionRef, RecentMap, RendererSlot,
-    ReplicaLimits, Seen, Session, Subscribers,
+use super::recent::RecentMap;
+use super::replica::{
+    Controller, Info, Pending, PendingCommand, QuestionRef, RendererSlot, Replica, ReplicaLimits,
+    Seen, Session, Subscribers,
 };
 use crate::ids::{Epoch, EventId, Seq, SessionId, TenantId};
 use crate::protocol::model::{
@@ -24,7 +24,7 @@ use crate::protocol::model::{
 /// Version of the encoded layout; bump it on any change to the fields.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The replicated fields of [`Inner`] at `(epoch, seq)`.
+/// The replicated fields of [`Replica`] at `(epoch, seq)`.
 ///
 /// Maps are lists of pairs: JSON objects cannot have tuple keys, and the
 /// bounded maps must keep their insertion order so a restored replica
@@ -101,10 +101,10 @@ impl ReplicaSnapshot {
     }
 }
 
-impl Inner {
+impl Replica {
     /// The replicated state at the current position.
     pub fn replica_snapshot(&self) -> ReplicaSnapshot {
-        let mut commands: Vec<_> = self.commands.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut commands: Vec<_> = self.commands.iter().map(|(k, v)| (*k, v.clone())).collect();
         commands.sort_unstable_by_key(|(k, _)| *k);
         let mut questions_asked: Vec<_> = self
             .questions_asked
@@ -183,7 +183,7 @@ impl Session {
         open_alerts.drain(..open_alerts.len().saturating_sub(limits.recent_refs_max));
         let mut held = s.held;
         held.drain(..held.len().saturating_sub(limits.held_responses_max));
-        let inner = Inner {
+        let replica = Replica {
             epoch: s.epoch,
             seq: s.seq,
             info: s.info,
@@ -207,12 +207,31 @@ impl Session {
             local_members: HashMap::new(),
             pending: Pending::default(),
             limits,
+            jobs: Vec::new(),
+            last_job: 0,
+            delivering: false,
         };
-        Session {
-            id,
-            tenant,
-            inner: Mutex::new(inner),
-        }
+        Session::from_replica(id, tenant, replica)
+    }
+}
+
+impl Replica {
+    /// Replaces the replicated state with `snap`; what is local to this
+    /// node (connections, presence here, pending work) stays.
+    pub(super) fn install(&mut self, id: SessionId, snap: ReplicaSnapshot) {
+        let mut fresh = Session::restore(id, TenantId::default(), snap, self.limits)
+            .inner
+            .into_inner();
+        fresh.subs = std::mem::take(&mut self.subs);
+        fresh.local_renderer = self.local_renderer;
+        fresh.local_members = std::mem::take(&mut self.local_members);
+        fresh.pending = std::mem::take(&mut self.pending);
+        // Deliveries already queued still go out, in order, after which
+        // this replica's own continue the numbering.
+        fresh.jobs = std::mem::take(&mut self.jobs);
+        fresh.last_job = self.last_job;
+        fresh.delivering = self.delivering;
+        *self = fresh;
     }
 }
 
@@ -224,11 +243,11 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::broker::{Origin, Published};
     use crate::protocol::model::{
         AlertType, Command, Event, PresenceChange, Role, SessionStatus, Severity,
     };
     use crate::store::SessionRecord;
+    use crate::stream::{Origin, Published};
 
     fn limits() -> ReplicaLimits {
         ReplicaLimits {
@@ -436,7 +455,7 @@ mod tests {
         ]
     }
 
-    fn apply(inner: &mut Inner, id: SessionId, seq: Seq, event: Event, origin: Origin) {
+    fn apply(inner: &mut Replica, id: SessionId, seq: Seq, event: Event, origin: Origin) {
         let ts = 1_700_000_000_000 + seq * 1000;
         let p = Arc::new(Published::new(id, seq, ts, event, origin));
         assert!(inner.apply(&p).delivered, "seq {seq} not delivered");

@@ -12,6 +12,11 @@ use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
+use super::webhooks::memory::WebhookTables;
+use super::webhooks::{
+    AttemptOutcome, ClaimRequest, Claimed, DeliveryRecord, DisabledEndpoint, ReplayFrom,
+    WebhookPatch, WebhookRecord, WebhookStore,
+};
 use super::{
     AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MetricRow, Page, ParticipantRow, Row,
     SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
@@ -22,7 +27,7 @@ use crate::ids::{SessionId, TenantId};
 const TIERS: [&str; 3] = ["basic", "professional", "enterprise"];
 
 #[derive(Debug, Default)]
-struct Tables {
+pub(super) struct Tables {
     sessions: HashMap<SessionId, SessionRecord>,
     conversations: Vec<ConversationRow>,
     conversation_ids: HashMap<Uuid, usize>,
@@ -36,11 +41,12 @@ struct Tables {
     participants: HashMap<(SessionId, String), ParticipantRow>,
     tenants: HashMap<TenantId, TenantRecord>,
     keys: Vec<ApiKeyRecord>,
+    pub(super) webhooks: WebhookTables,
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    tables: Mutex<Tables>,
+    pub(super) tables: Mutex<Tables>,
 }
 
 impl MemoryStore {
@@ -76,6 +82,10 @@ fn page_of<T: Clone>(
 }
 
 impl Tables {
+    pub(super) fn has_tenant(&self, id: TenantId) -> bool {
+        self.tenants.contains_key(&id)
+    }
+
     /// Like the SQL stores' foreign keys: rows that insert into a
     /// session's history need the session.
     fn check(&self, row: &Row) -> Result<(), StoreError> {
@@ -221,6 +231,7 @@ impl Tables {
                     p.questions_asked = *questions_asked;
                 }
             }
+            Row::Webhook(w) => self.webhooks.enqueue(w),
         }
     }
 }
@@ -476,5 +487,81 @@ impl Store for MemoryStore {
             k.last_used = Some(at);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryStore {
+    async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+        let mut t = self.tables.lock();
+        let known = t.has_tenant(w.tenant);
+        t.webhooks.create_webhook(w, known)
+    }
+
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.tables.lock().webhooks.list_webhooks(tenant)
+    }
+
+    async fn get_webhook(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        self.tables.lock().webhooks.get_webhook(tenant, id)
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        patch: &WebhookPatch,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        self.tables
+            .lock()
+            .webhooks
+            .update_webhook(tenant, id, patch)
+    }
+
+    async fn delete_webhook(&self, tenant: TenantId, id: Uuid) -> Result<bool, StoreError> {
+        self.tables.lock().webhooks.delete_webhook(tenant, id)
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        webhook: Uuid,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.tables
+            .lock()
+            .webhooks
+            .webhook_deliveries(webhook, before, limit)
+    }
+
+    async fn claim_webhook_deliveries(&self, req: &ClaimRequest) -> Result<Claimed, StoreError> {
+        self.tables.lock().webhooks.claim_webhook_deliveries(req)
+    }
+
+    async fn record_webhook_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+        disable_after: i32,
+    ) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        self.tables
+            .lock()
+            .webhooks
+            .record_webhook_attempts(outcomes, disable_after)
+    }
+
+    async fn replay_webhook_deliveries(
+        &self,
+        webhook: Uuid,
+        from: ReplayFrom,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.tables
+            .lock()
+            .webhooks
+            .replay_webhook_deliveries(webhook, from, now)
     }
 }

@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod retention;
 mod sql;
 pub mod sqlite;
+pub mod webhooks;
 pub mod writer;
 
 use std::fmt;
@@ -30,6 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use self::webhooks::{WebhookEventRow, WebhookStore};
+use crate::config::StoreSettings;
 use crate::ids::{EventId, Seq, SessionId, TenantId};
 use crate::protocol::model::{
     AlertType, Counters, RendererMetrics, SessionState, SessionStatus, Severity,
@@ -55,8 +58,17 @@ pub struct PoolConfig {
     pub acquire_timeout: Duration,
 }
 
+impl PoolConfig {
+    pub fn from_settings(s: &StoreSettings) -> PoolConfig {
+        PoolConfig {
+            max_connections: s.max_connections,
+            acquire_timeout: Duration::from_millis(s.acquire_timeout_ms),
+        }
+    }
+}
+
 /// A session row (seed 000 `sessions` joined with `session_state`).
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub tenant: TenantId,
@@ -108,7 +120,7 @@ pub struct Page {
     pub limit: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageType {
     Question,
@@ -132,10 +144,11 @@ impl MessageType {
 /// sender's frame id. The position is only unique within one epoch of the
 /// stream (it starts again after a single-node restart), so the
 /// idempotency key is the row id and `(session, type, sender, client id)`.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationRow {
     pub id: EventId,
     pub session_id: SessionId,
+    #[schema(value_type = u64)]
     pub seq: Seq,
     pub participant_id: Option<String>,
     pub message_type: MessageType,
@@ -173,7 +186,7 @@ pub struct QuestionResponseRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InterventionType {
     Takeover,
@@ -195,10 +208,11 @@ impl InterventionType {
 
 /// Seed 000 `operator_interventions`. `operator_id` is the operator's
 /// subject.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InterventionRow {
     pub id: EventId,
     pub session_id: SessionId,
+    #[schema(value_type = u64)]
     pub seq: Seq,
     pub operator_id: String,
     pub intervention_type: InterventionType,
@@ -211,7 +225,7 @@ pub struct InterventionRow {
 }
 
 /// Seed 000 `system_alerts`.
-#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertRow {
     pub id: EventId,
     pub session_id: SessionId,
@@ -363,6 +377,9 @@ pub enum Row {
         left_at: DateTime<Utc>,
         questions_asked: i32,
     },
+    /// An event for the tenant's webhook endpoints: written as one
+    /// pending delivery per subscribed endpoint (`store::webhooks`).
+    Webhook(WebhookEventRow),
 }
 
 impl Row {
@@ -381,6 +398,7 @@ impl Row {
             Row::Intervention(i) => i.action_taken.len(),
             Row::Alert(a) => a.title.len() + a.message.len(),
             Row::State { context, .. } => context.to_string().len(),
+            Row::Webhook(w) => w.body.len(),
             _ => 0,
         };
         128 + text
@@ -396,12 +414,13 @@ impl Row {
             Row::SessionProgress { .. } => "session",
             Row::State { .. } => "state",
             Row::ParticipantJoined(_) | Row::ParticipantLeft { .. } => "participant",
+            Row::Webhook(_) => "webhook",
         }
     }
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + 'static {
+pub trait Store: WebhookStore + Send + Sync + fmt::Debug + 'static {
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;
 

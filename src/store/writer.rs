@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
 use super::{Row, Store, StoreError};
+use crate::config::StoreSettings;
 use crate::connection::outbox::Outbox;
 use crate::metrics as m;
 
@@ -43,6 +44,20 @@ pub struct WriterConfig {
     pub backlog_max_bytes: usize,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+}
+
+impl WriterConfig {
+    pub fn from_settings(s: &StoreSettings) -> WriterConfig {
+        let ms = Duration::from_millis;
+        WriterConfig {
+            batch_max_rows: s.batch_max_rows.max(1),
+            flush_interval: ms(s.flush_interval_ms),
+            backlog_max_rows: s.backlog_max_rows,
+            backlog_max_bytes: s.backlog_max_bytes,
+            retry_initial: ms(s.retry_initial_ms.max(1)),
+            retry_max: ms(s.retry_max_ms.max(1)),
+        }
+    }
 }
 
 impl Default for WriterConfig {
@@ -170,6 +185,8 @@ struct Shared {
     /// Signalled after every commit, and when the flusher exits.
     progress: Notify,
     flusher_done: AtomicBool,
+    /// Signalled after a commit that queued webhook deliveries.
+    webhooks_committed: Notify,
 }
 
 /// Handle to the writer. Cheap to clone.
@@ -190,6 +207,7 @@ impl BatchWriter {
             failing_ms: AtomicU64::new(0),
             progress: Notify::new(),
             flusher_done: AtomicBool::new(false),
+            webhooks_committed: Notify::new(),
         });
         tokio::spawn(flusher(shared.clone()));
         BatchWriter { shared }
@@ -202,6 +220,13 @@ impl BatchWriter {
     /// Whether the last flush failed (the store is unreachable).
     pub fn is_failing(&self) -> bool {
         self.shared.failing_ms.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves after a batch with webhook events commits (at once if
+    /// one committed since the last call): the webhook dispatcher's cue
+    /// to claim the new deliveries.
+    pub async fn webhooks_committed(&self) {
+        self.shared.webhooks_committed.notified().await
     }
 
     /// Rows admitted but not yet committed.
@@ -373,6 +398,9 @@ async fn flusher(shared: Arc<Shared>) {
             }
         }
         let results = write_batch(&shared, &rows, &spans).await;
+        if rows.iter().any(|r| matches!(r, Row::Webhook(_))) {
+            shared.webhooks_committed.notify_one();
+        }
         {
             let mut b = shared.backlog.lock();
             b.rows -= rows.len();

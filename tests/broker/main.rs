@@ -1,8 +1,9 @@
 //! The broker conformance suite: every `Broker` implementation must
 //! sequence, deliver in order, keep bounded history, count presence and
 //! keep checkpoints the same way. Each test runs against the in-process
-//! broker and against the Redis broker (real Redis on 127.0.0.1:6379,
-//! `EVA_TEST_REDIS` to change it, a fresh key prefix per test).
+//! broker and against the Redis broker (a real Redis: `EVA_TEST_REDIS`, or
+//! a private `redis-server` this binary starts; a fresh key prefix per
+//! test).
 //! A few tests that need two nodes or Redis itself run on Redis only.
 
 use std::sync::Arc;
@@ -10,24 +11,26 @@ use std::time::Duration;
 
 use eva_hub::broker::memory::MemoryBroker;
 use eva_hub::broker::redis::RedisBroker;
-use eva_hub::broker::{
-    Broker, BrokerError, BrokerHandler, Checkpoint, Condition, Origin, Published,
-};
+use eva_hub::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition};
 use eva_hub::config::{RedisSettings, Settings};
 use eva_hub::ids::{Seq, SessionId};
 use eva_hub::protocol::model::{CustomAudience, Event, StreamPosition};
+use eva_hub::stream::{Origin, Published};
 use parking_lot::Mutex;
 use serde_json::json;
 
 const HISTORY: usize = 100;
 
+#[path = "../common/services.rs"]
+mod services;
+
 fn redis_url() -> String {
-    std::env::var("EVA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    services::redis_url()
 }
 
 fn redis_settings() -> RedisSettings {
     let mut r = Settings::defaults().redis;
-    r.url = redis_url();
+    r.url = redis_url().into();
     r.prefix = format!("evatest-{}", uuid::Uuid::new_v4().simple());
     r.stream_maxlen = HISTORY;
     r.gap_wait_ms = 5;
@@ -39,8 +42,9 @@ async fn redis_broker(cfg: &RedisSettings) -> Arc<RedisBroker> {
     match RedisBroker::connect(cfg, HISTORY).await {
         Ok(b) => Arc::new(b),
         Err(e) => panic!(
-            "these tests need Redis at {} (start it with `redis-server --daemonize yes`): {e}",
-            cfg.url
+            "these tests need Redis at {} (start the server EVA_TEST_REDIS names, or unset \
+             it to let the tests start their own): {e}",
+            cfg.url.as_str()
         ),
     }
 }
@@ -478,7 +482,7 @@ async fn the_members_of_a_dead_node_are_counted_out_once() {
 
 #[tokio::test]
 async fn abuse_limit_counters_are_shared_by_every_node() {
-    use eva_hub::auth::limits::{RateKey, SlotKey};
+    use eva_hub::counters::{RateKey, SlotKey};
     use eva_hub::ids::TenantId;
     let cfg = redis_settings();
     let nodes = nodes(2, &cfg).await;

@@ -6,8 +6,8 @@
 //! Each test starts real hub binaries (`--dev`) on free ports with
 //! `REDIS_URL`, a key prefix of its own and the run's fresh PostgreSQL
 //! database (tests/common/pg.rs). Tests that disturb Redis (kill its
-//! pub/sub clients, kill it) use a private `redis-server`; the others use
-//! the shared one at `EVA_TEST_REDIS` (default `redis://127.0.0.1:6379`).
+//! pub/sub clients, kill it) use a `redis-server` of their own; the others
+//! share one: `EVA_TEST_REDIS`, or the binary's private one.
 //! Nothing skips: without Redis, redis-server or PostgreSQL the tests
 //! fail and say what to start. Tests run one at a time (they start up to
 //! three hubs each and measure timings), each within a deadline; a failing

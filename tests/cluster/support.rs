@@ -119,9 +119,10 @@ pub fn free_port() -> u16 {
 
 // ---------------------------------------------------------------- redis
 
-/// The Redis the tests share: `EVA_TEST_REDIS` or `redis://127.0.0.1:6379`.
+/// The Redis the tests share: `EVA_TEST_REDIS`, or the binary's private
+/// one (tests/common/services.rs).
 pub fn shared_redis_url() -> String {
-    std::env::var("EVA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    crate::common::services::redis_url()
 }
 
 /// `host:port` of a `redis://host:port[/db]` URL.
@@ -176,8 +177,7 @@ pub async fn require_redis(url: &str) {
         Ok(r) if r == "+PONG" => {}
         other => panic!(
             "\n\nRedis is required by the cluster tests and does not answer PING at {url}: {other:?}\n\
-             Start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`\n\
-             (what .ci/run does), or point EVA_TEST_REDIS at one (redis://host:port).\n"
+             Start the server EVA_TEST_REDIS names, or unset it to let the tests start their own.\n"
         ),
     }
 }
@@ -623,10 +623,7 @@ impl Rest {
         Rest {
             name: name.to_owned(),
             addr,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
+            http: test_http_client(),
         }
     }
 
@@ -860,6 +857,8 @@ impl Peer {
             resume,
             takeover: false,
             name: name.map(str::to_owned),
+            compact: false,
+            echo: true,
             id: None,
         })
         .await;
@@ -1069,4 +1068,16 @@ pub fn summary(seen: &[Seen]) -> String {
         seen.first().map(|s| s.seq),
         seen.last().map(|s| s.seq)
     )
+}
+
+/// A REST client for the tests. reqwest is built without a default TLS
+/// crypto provider (the hub installs ring when it starts, but these hubs
+/// run in other processes), so install it here; installing twice is
+/// harmless.
+fn test_http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
 }

@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod pg;
+pub mod services;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! A fresh PostgreSQL database per test run: created at the start on the
-//! server at `EVA_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`),
-//! migrated once, dropped at the end.
+//! server at `EVA_TEST_POSTGRES`, or on the test binary's private server
+//! (see `services.rs`), migrated once, dropped at the end.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,10 +18,7 @@ pub struct PgFixture {
 }
 
 fn server() -> String {
-    std::env::var("EVA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
+    super::services::postgres_url()
 }
 
 impl PgFixture {
@@ -116,8 +113,8 @@ async fn admin(server: &str) -> PgConnection {
     PgConnection::connect(&url).await.unwrap_or_else(|e| {
         panic!(
             "\n\nPostgreSQL is required by these tests and is not reachable at {url}: {e}\n\
-             Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`,\n\
-             or point EVA_TEST_POSTGRES at a server (postgres://user@host:port).\n"
+             Start the server EVA_TEST_POSTGRES names, or unset it to let the tests start \
+             their own.\n"
         )
     })
 }
@@ -132,12 +129,20 @@ fn cluster_version() -> String {
         .expect("a PostgreSQL cluster under /etc/postgresql")
 }
 
-/// Runs `pg_ctlcluster <version> main <action>`.
-pub async fn pg_ctlcluster(action: &'static str) {
+/// Restarts the server the tests run on: the private one with `pg_ctl
+/// restart`; with `EVA_TEST_POSTGRES`, the machine's cluster with
+/// `pg_ctlcluster <version> main restart`.
+pub async fn restart_server() {
+    if super::services::postgres_is_private() {
+        tokio::task::spawn_blocking(|| super::services::private_postgres().restart())
+            .await
+            .expect("join");
+        return;
+    }
     let version = cluster_version();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &version, "main", action])
+            .args(["--skip-systemctl-redirect", &version, "main", "restart"])
             .output()
     })
     .await
@@ -145,7 +150,7 @@ pub async fn pg_ctlcluster(action: &'static str) {
     .expect("run pg_ctlcluster");
     assert!(
         out.status.success(),
-        "pg_ctlcluster {action} failed: {}",
+        "pg_ctlcluster restart failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -177,20 +182,26 @@ pub async fn wait_up(within: Duration) -> bool {
 }
 
 /// Makes sure the server is up when a test ends: waits for it, and starts
-/// the cluster if it stays down.
+/// it (the private server, or the machine's cluster) if it stays down.
 pub async fn ensure_running() {
     if wait_up(Duration::from_secs(5)).await {
         return;
     }
-    eprintln!("PostgreSQL is down; starting the cluster");
-    let version = cluster_version();
-    // It may be starting already; whether this succeeds is checked below.
-    let _ = tokio::task::spawn_blocking(move || {
-        Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &version, "main", "start"])
-            .output()
-    })
-    .await;
+    eprintln!("PostgreSQL is down; starting it");
+    if super::services::postgres_is_private() {
+        tokio::task::spawn_blocking(|| super::services::private_postgres().ensure_running())
+            .await
+            .expect("join");
+    } else {
+        let version = cluster_version();
+        // It may be starting already; whether this succeeds is checked below.
+        let _ = tokio::task::spawn_blocking(move || {
+            Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect", &version, "main", "start"])
+                .output()
+        })
+        .await;
+    }
     assert!(
         wait_up(Duration::from_secs(30)).await,
         "PostgreSQL did not come back up"

@@ -85,6 +85,8 @@ async fn join(addr: SocketAddr, session: SessionId, subject: &str) -> Client {
         resume: None,
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: Some("j".into()),
     })
     .await
@@ -351,7 +353,7 @@ async fn terminated_backends(fixture: PgFixture) {
     app.shutdown().await;
 }
 
-/// `pg_ctlcluster ... restart` while the hub flushes.
+/// The PostgreSQL server restarted while the hub flushes.
 async fn cluster_restart(fixture: PgFixture) {
     let mut app = app(&fixture, settings()).await;
     let failures = counter("eva_store_flush_failures_total");
@@ -359,7 +361,7 @@ async fn cluster_restart(fixture: PgFixture) {
     let outcomes = load_through(&fixture, &app, 12, || async {
         let started = Instant::now();
         *began.lock().unwrap() = Some(chrono::Utc::now());
-        pg::pg_ctlcluster("restart").await;
+        pg::restart_server().await;
         pg::ensure_running().await;
         println!(
             "  cluster restarted in {:.1} s",

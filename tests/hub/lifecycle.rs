@@ -166,10 +166,18 @@ async fn lifecycle_events_reach_every_role_in_both_codecs() {
                 session: id,
                 status: SessionStatus::Stopped,
                 reason: None,
-                id: None,
+                id: Some("done".into()),
             })
             .await;
         assert_eq!(participant.closed().await, Some(4505));
+        // The frame that ended the session is answered before the close.
+        let ack = renderer
+            .until(|f| matches!(f, ServerFrame::Ack { .. } | ServerFrame::Error { .. }))
+            .await;
+        assert!(
+            matches!(&ack, ServerFrame::Ack { id, .. } if id == "done"),
+            "{ack:?}"
+        );
         assert_eq!(renderer.closed().await, Some(4505));
     }
 }

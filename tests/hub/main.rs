@@ -4,6 +4,7 @@
 
 mod support;
 
+mod directory;
 mod interventions;
 mod lifecycle;
 mod malformed;
@@ -11,7 +12,9 @@ mod metrics;
 mod ordering;
 mod presence;
 mod qa;
+mod resends;
 mod resume;
 mod roles;
 mod shutdown;
 mod slow_consumer;
+mod webhooks;

@@ -20,6 +20,8 @@ async fn a_quick_reconnect_is_not_a_leave_but_a_real_departure_is() {
         resume: None,
         takeover: false,
         name: Some("Alice".into()),
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;

@@ -60,6 +60,8 @@ async fn resume_inside_history_gets_exactly_the_missed_events() {
             }),
             takeover: false,
             name: None,
+            compact: false,
+            echo: true,
             id: None,
         })
         .await;
@@ -122,6 +124,8 @@ async fn resume_outside_history_gets_a_discontinuity_and_a_snapshot() {
         }),
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;
@@ -152,6 +156,8 @@ async fn resume_outside_history_gets_a_discontinuity_and_a_snapshot() {
         }),
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;
@@ -177,6 +183,8 @@ async fn resume_outside_history_gets_a_discontinuity_and_a_snapshot() {
         }),
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;

@@ -134,6 +134,8 @@ async fn a_second_renderer_is_refused_unless_it_takes_over_with_a_fence() {
             resume: None,
             takeover: false,
             name: None,
+            compact: false,
+            echo: true,
             id: Some("j".into()),
         })
         .await;
@@ -157,6 +159,8 @@ async fn a_second_renderer_is_refused_unless_it_takes_over_with_a_fence() {
             resume: None,
             takeover: true,
             name: None,
+            compact: false,
+            echo: true,
             id: Some("j2".into()),
         })
         .await;
@@ -234,6 +238,8 @@ async fn roles_cannot_do_each_others_jobs() {
         resume: None,
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;
@@ -267,6 +273,8 @@ async fn another_tenants_session_is_not_found() {
         resume: None,
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;

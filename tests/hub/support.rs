@@ -84,7 +84,7 @@ pub async fn spawn_with(settings: Settings, store: Arc<dyn Store>) -> TestApp {
         metrics_addr,
         hub,
         store,
-        http: reqwest::Client::new(),
+        http: test_http_client(),
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -250,6 +250,8 @@ impl TestClient {
             resume: None,
             takeover: false,
             name: None,
+            compact: false,
+            echo: true,
             id: None,
         })
         .await;
@@ -261,4 +263,13 @@ impl TestClient {
             other => panic!("join refused: {other:?}"),
         }
     }
+}
+
+/// A REST client for the tests. reqwest is built without a default TLS
+/// crypto provider (the hub installs ring when its webhook dispatcher
+/// starts, which a test may not have done yet), so install it here;
+/// installing twice is harmless.
+pub fn test_http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -149,7 +149,7 @@ async fn restart_reloads_sessions_and_their_state(db: Db) {
 
     let app = app_on(&db, test_settings()).await;
     assert!(
-        app.hub.sessions_loaded().iter().any(|s| s.id == id),
+        app.hub.sessions.loaded().iter().any(|s| s.id == id),
         "the live session is loaded at start-up"
     );
     let mut p = app.connect(Role::Participant, "alice", Codec::Json).await;
@@ -158,6 +158,8 @@ async fn restart_reloads_sessions_and_their_state(db: Db) {
         resume: Some(before),
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: None,
     })
     .await;
@@ -462,7 +464,7 @@ async fn deleting_a_session_deletes_its_rows(db: Db) {
 async fn embedded_default_and_urls() {
     use eva_hub::app::open_store;
     let mut s = test_settings();
-    s.store.database_url = String::new();
+    s.store.database_url = String::new().into();
     // The default path is relative to the working directory: open it from
     // a scratch directory (this test runs alone, so changing the
     // process's directory for a moment is safe).
@@ -483,7 +485,7 @@ async fn embedded_default_and_urls() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let file = TempDb::new("url");
-    s.store.database_url = file.url();
+    s.store.database_url = file.url().into();
     let store = open_store(&s).await.unwrap();
     assert_eq!(store.name(), "sqlite");
     store.migrate().await.unwrap();

@@ -214,7 +214,7 @@ async fn the_binary_serves_configured_keys_and_logs_no_credential() {
         other => panic!("{other:?}"),
     }
     secrets.push(forged);
-    let http = reqwest::Client::new();
+    let http = crate::support::test_http_client();
     let bogus = eva_hub::auth::api_key::generate().unwrap();
     for bearer in [bogus.expose(), operator.as_str()] {
         let res = http

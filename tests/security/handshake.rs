@@ -33,15 +33,27 @@ async fn bad_tokens_are_refused_before_the_upgrade_and_all_look_alike() {
     bad.push(("missing token", none));
     bad.push(("empty bearer", {
         let mut o = header("unused");
-        o.token = Some(String::new());
+        o.token = Some(String::new().into());
         o
     }));
     bad.push(("not a JWT", header("hello")));
-    let mut c = good.clone();
-    c["exp"] = json!(now - 120);
-    c["iat"] = json!(now - 900);
-    c["nbf"] = json!(now - 900);
-    bad.push(("expired", header(&sign("hs-1", &c))));
+    let mut expired = good.clone();
+    expired["exp"] = json!(now - 120);
+    expired["iat"] = json!(now - 900);
+    expired["nbf"] = json!(now - 900);
+    // Expired and not genuine: refused like any forgery, so expiry is
+    // only ever reported for a token whose signature verified.
+    bad.push((
+        "expired and forged",
+        header(&craft(
+            json!({"alg": "HS256", "kid": "hs-1"}),
+            &expired,
+            Some((
+                Algorithm::HS256,
+                EncodingKey::from_secret(b"an-attacker-secret-of-32-bytes-or-more!!"),
+            )),
+        )),
+    ));
     let mut c = good.clone();
     c["nbf"] = json!(now + 300);
     c["exp"] = json!(now + 900);
@@ -189,6 +201,14 @@ async fn bad_tokens_are_refused_before_the_upgrade_and_all_look_alike() {
         assert_eq!(status, 401, "{what}: {body}");
         assert_eq!(body, UNAUTHORIZED, "{what}: the refusal must not say why");
     }
+
+    // A genuine token past its expiry: the client is told to get a fresh
+    // one, so a reconnect after a long outage is not mistaken for a final
+    // refusal.
+    let (status, body) = app.refusal(header(&sign("hs-1", &expired))).await;
+    assert_eq!(status, 401, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "token_expired", "{body}");
 }
 
 #[tokio::test]

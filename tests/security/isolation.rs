@@ -244,6 +244,8 @@ fn join(session: SessionId, takeover: bool) -> ClientFrame {
         resume: None,
         takeover,
         name: None,
+        compact: false,
+        echo: true,
         id: Some("x".into()),
     }
 }

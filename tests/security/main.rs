@@ -17,4 +17,5 @@ mod keys;
 mod limits;
 mod logs;
 mod origin;
+mod redaction;
 mod roles;

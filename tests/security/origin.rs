@@ -9,7 +9,7 @@ use crate::support::*;
 
 fn opts(token: Option<&str>, origin: Option<&str>, in_frame: bool) -> ConnectOptions {
     let mut o = ConnectOptions::new(Codec::Json, "");
-    o.token = token.map(str::to_owned);
+    o.token = token.map(Into::into);
     o.origin = origin.map(str::to_owned);
     o.token_in_frame = in_frame;
     o

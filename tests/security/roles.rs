@@ -94,6 +94,8 @@ async fn a_participant_cannot_act_as_an_operator_or_a_renderer() {
         resume: None,
         takeover: false,
         name: None,
+        compact: false,
+        echo: true,
         id: Some("j".into()),
     })
     .await;

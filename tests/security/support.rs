@@ -10,13 +10,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eva_hub::app::{App, Backends};
-use eva_hub::auth::Scope;
 use eva_hub::auth::api_key::{self, NewKey};
 use eva_hub::auth::credentials::CredentialAuthenticator;
 use eva_hub::broker::memory::MemoryBroker;
 use eva_hub::client::{Client, ClientError, ConnectOptions};
 use eva_hub::config::{LimitSettings, Settings, TokenKeySettings};
 use eva_hub::hub::Hub;
+use eva_hub::identity::Scope;
 use eva_hub::ids::{SessionId, TenantId, now_ms};
 use eva_hub::protocol::model::Role;
 use eva_hub::protocol::{Codec, ServerFrame};
@@ -221,7 +221,7 @@ pub async fn spawn_with(settings: Settings) -> SecApp {
         addr,
         hub,
         store,
-        http: reqwest::Client::new(),
+        http: test_http_client(),
         a,
         b,
         shutdown: Some(tx),
@@ -439,4 +439,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{what} never happened");
+}
+
+/// A REST client for the tests. reqwest is built without a default TLS
+/// crypto provider (the hub installs ring when its webhook dispatcher
+/// starts, which a test may not have done yet), so install it here;
+/// installing twice is harmless.
+pub fn test_http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod webhooks;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ use uuid::Uuid;
 use common::harness::{self, Test};
 use common::pg::PgFixture;
 use common::{TempDb, now_ms};
+use webhooks::{
+    webhook_claims_lease_and_record_outcomes, webhook_endpoints_round_trip,
+    webhook_events_become_deliveries_in_their_batch, webhook_replays_keep_the_webhook_id,
+};
 
 fn main() -> ExitCode {
     harness::main_on_postgres("store", "postgres::", 6, Duration::from_secs(60), tests)
@@ -72,6 +77,10 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         tenants,
         api_keys,
         retention_deletes_only_old_metrics,
+        webhook_endpoints_round_trip,
+        webhook_events_become_deliveries_in_their_batch,
+        webhook_claims_lease_and_record_outcomes,
+        webhook_replays_keep_the_webhook_id,
     ];
     let mut v = v;
     v.push(harness::test(
@@ -153,7 +162,7 @@ async fn make_keys(store: Arc<dyn Store>) -> Vec<String> {
             NewKey {
                 tenant,
                 name: name.into(),
-                scopes: vec![eva_hub::auth::Scope::Read],
+                scopes: vec![eva_hub::identity::Scope::Read],
                 expires_at: None,
             },
         )

@@ -1,5 +1,5 @@
-//! What the SQL stores share: how a batch of rows becomes set-based
-//! statements, and how database errors become [`StoreError`]s.
+//! How a batch of rows becomes set-based statements: the [`Plan`] both SQL
+//! stores run.
 //!
 //! A batch is applied as if its rows were applied one by one, in order
 //! (that is the memory store's definition). The SQL stores write it with
@@ -18,15 +18,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::{
-    AlertRow, ConversationRow, InterventionRow, MetricRow, ParticipantRow, QuestionResponseRow,
-    Row, StoreError,
-};
 use crate::ids::{EventId, SessionId};
 use crate::protocol::model::{Counters, SessionState, SessionStatus};
+use crate::store::{
+    AlertRow, ConversationRow, InterventionRow, MetricRow, ParticipantRow, QuestionResponseRow,
+    Row, WebhookEventRow,
+};
 
 /// A batch sorted into set-based writes, in the order they must run.
 #[derive(Debug, Default)]
@@ -46,7 +45,10 @@ pub(crate) struct Plan<'a> {
     /// One per session, the latest.
     pub states: Vec<StateRow<'a>>,
     /// Each round holds at most one change per participant.
-    pub participant_rounds: Vec<Vec<ParticipantChange<'a>>>,
+    pub participant_rounds: Vec<ParticipantRound<'a>>,
+    /// Events for webhook endpoints, each written as one delivery per
+    /// subscribed endpoint; last, since nothing depends on them.
+    pub webhooks: Vec<&'a WebhookEventRow>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,28 +86,35 @@ pub(crate) struct StateRow<'a> {
     pub metrics: &'a serde_json::Value,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum ParticipantChange<'a> {
+/// One round of participant changes: at most one per participant, so
+/// its joins and leaves touch different rows and may run in either order.
+#[derive(Debug, Default)]
+pub(crate) struct ParticipantRound<'a> {
     /// Insert the row, or clear `left_at` if it exists.
-    Joined(&'a ParticipantRow),
+    pub joined: Vec<&'a ParticipantRow>,
     /// Set `left_at` and `questions_asked` if the row exists.
-    Left {
-        session_id: SessionId,
-        participant_id: &'a str,
-        left_at: DateTime<Utc>,
-        questions_asked: i32,
-    },
+    pub left: Vec<ParticipantLeft<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParticipantLeft<'a> {
+    pub session_id: SessionId,
+    pub participant_id: &'a str,
+    pub left_at: DateTime<Utc>,
+    pub questions_asked: i32,
+}
+
+/// A change to one participant's row, before it is sorted into its round.
+enum ParticipantChange<'a> {
+    Joined(&'a ParticipantRow),
+    Left(ParticipantLeft<'a>),
 }
 
 impl<'a> ParticipantChange<'a> {
     fn key(&self) -> (SessionId, &'a str) {
         match self {
             ParticipantChange::Joined(p) => (p.session_id, p.participant_id.as_str()),
-            ParticipantChange::Left {
-                session_id,
-                participant_id,
-                ..
-            } => (*session_id, participant_id),
+            ParticipantChange::Left(l) => (l.session_id, l.participant_id),
         }
     }
 }
@@ -214,13 +223,14 @@ impl<'a> Plan<'a> {
                     questions_asked,
                 } => plan.push_participant(
                     &mut participant_changes,
-                    ParticipantChange::Left {
+                    ParticipantChange::Left(ParticipantLeft {
                         session_id: *session_id,
                         participant_id,
                         left_at: *left_at,
                         questions_asked: *questions_asked,
-                    },
+                    }),
                 ),
+                Row::Webhook(w) => plan.webhooks.push(w),
             }
         }
         plan
@@ -233,9 +243,13 @@ impl<'a> Plan<'a> {
     ) {
         let n = seen.entry(change.key()).or_insert(0);
         if self.participant_rounds.len() <= *n {
-            self.participant_rounds.push(Vec::new());
+            self.participant_rounds.push(ParticipantRound::default());
         }
-        self.participant_rounds[*n].push(change);
+        let round = &mut self.participant_rounds[*n];
+        match change {
+            ParticipantChange::Joined(p) => round.joined.push(p),
+            ParticipantChange::Left(l) => round.left.push(l),
+        }
         *n += 1;
     }
 }
@@ -244,107 +258,6 @@ impl<'a> Plan<'a> {
 /// participant, so a retried insert meets its own earlier row.
 pub(crate) fn participant_row_id(session: SessionId, participant_id: &str) -> Uuid {
     Uuid::new_v5(&session.0, participant_id.as_bytes())
-}
-
-/// Seed 000 keeps counters in INTEGER columns; larger values are stored as
-/// the largest INTEGER.
-pub(crate) fn int4(v: u64) -> i32 {
-    v.min(i32::MAX as u64) as i32
-}
-
-/// A stored INTEGER counter back to its type; negatives (never written by
-/// the hub) read as 0.
-pub(crate) fn count<T: TryFrom<i64> + Default>(v: Option<i32>) -> T {
-    T::try_from(i64::from(v.unwrap_or(0).max(0))).unwrap_or_default()
-}
-
-/// Unix milliseconds (0 = never) as a nullable timestamp.
-pub(crate) fn ms_to_ts(ms: u64) -> Option<DateTime<Utc>> {
-    if ms == 0 {
-        None
-    } else {
-        DateTime::from_timestamp_millis(ms.min(i64::MAX as u64) as i64)
-    }
-}
-
-pub(crate) fn ts_to_ms(ts: Option<DateTime<Utc>>) -> u64 {
-    ts.map_or(0, |t| t.timestamp_millis().max(0) as u64)
-}
-
-/// Parses a snake_case enum stored as text (status, severity, types).
-pub(crate) fn parse_enum<T: DeserializeOwned>(column: &str, value: &str) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(value.to_owned()))
-        .map_err(|_| StoreError::Rejected(format!("unexpected value {value:?} in column {column}")))
-}
-
-/// The database a [`classify`]d error came from: they number errors
-/// differently.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Dialect {
-    Postgres,
-    Sqlite,
-}
-
-/// Sorts a database error into "retry later" and "will never work".
-///
-/// Constraint violations, bad data and schema mismatches are
-/// [`StoreError::Rejected`]; everything else (connection failures,
-/// timeouts, a backend terminated by an administrator, serialization
-/// failures, a database shutting down or out of resources) is
-/// [`StoreError::Unavailable`], so the writer keeps retrying.
-pub(crate) fn classify(dialect: Dialect, e: sqlx::Error) -> StoreError {
-    use sqlx::Error as E;
-    match &e {
-        E::Database(db) => {
-            let rejected = match db.kind() {
-                sqlx::error::ErrorKind::UniqueViolation
-                | sqlx::error::ErrorKind::ForeignKeyViolation
-                | sqlx::error::ErrorKind::NotNullViolation
-                | sqlx::error::ErrorKind::CheckViolation => true,
-                sqlx::error::ErrorKind::Other => {
-                    db.code().is_some_and(|c| permanent_code(dialect, &c))
-                }
-                _ => false,
-            };
-            if rejected {
-                StoreError::Rejected(db.message().to_owned())
-            } else {
-                StoreError::Unavailable(db.message().to_owned())
-            }
-        }
-        E::Encode(_)
-        | E::Decode(_)
-        | E::ColumnDecode { .. }
-        | E::ColumnNotFound(_)
-        | E::ColumnIndexOutOfBounds { .. }
-        | E::TypeNotFound { .. }
-        | E::RowNotFound
-        | E::InvalidArgument(_)
-        | E::Configuration(_) => StoreError::Rejected(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-/// Error codes no retry can fix.
-///
-/// PostgreSQL SQLSTATE classes 22 (data exception), 23 (integrity), 42
-/// (syntax, undefined table or column), 44 (check option) and 54 (program
-/// limit, e.g. an index row too large). Classes such as 08 (connection),
-/// 40 (serialization), 53 (resources) and 57 (operator intervention,
-/// e.g. `pg_terminate_backend`) are retried.
-///
-/// SQLite primary result codes (the low byte of the extended code): 1
-/// (plain error, e.g. a missing table), 18 (too big), 19 (constraint), 20
-/// (mismatch), 25 (range). Busy, locked, I/O and full are retried.
-fn permanent_code(dialect: Dialect, code: &str) -> bool {
-    match dialect {
-        Dialect::Postgres => {
-            matches!(code.get(..2), Some("22" | "23" | "42" | "44" | "54"))
-        }
-        Dialect::Sqlite => code
-            .parse::<i64>()
-            .is_ok_and(|n| matches!(n & 0xff, 1 | 18 | 19 | 20 | 25)),
-    }
 }
 
 #[cfg(test)]
@@ -400,8 +313,12 @@ mod tests {
         };
         let rows = vec![joined("a"), joined("b"), left("a"), joined("a")];
         let plan = Plan::new(&rows);
-        let sizes: Vec<usize> = plan.participant_rounds.iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![2, 1, 1]);
+        let sizes: Vec<(usize, usize)> = plan
+            .participant_rounds
+            .iter()
+            .map(|r| (r.joined.len(), r.left.len()))
+            .collect();
+        assert_eq!(sizes, vec![(2, 0), (0, 1), (1, 0)]);
     }
 
     #[test]
@@ -435,22 +352,5 @@ mod tests {
         assert_eq!(plan.alerts_acknowledged[0].by, "first");
         assert_eq!(plan.interventions_ended.len(), 1);
         assert_eq!(plan.interventions_ended[0].duration_seconds, 2);
-    }
-
-    #[test]
-    fn permanent_codes() {
-        let pg = |c| permanent_code(Dialect::Postgres, c);
-        assert!(pg("23505"));
-        assert!(pg("22003"));
-        assert!(pg("42P01"));
-        assert!(!pg("57P01"), "a terminated backend is retried");
-        assert!(!pg("08006"));
-        assert!(!pg("40001"));
-        assert!(!pg("53300"), "too many connections is retried");
-        let lite = |c| permanent_code(Dialect::Sqlite, c);
-        assert!(lite("2067"), "unique constraint");
-        assert!(lite("1"));
-        assert!(!lite("5"), "busy is retried");
-        assert!(!lite("10"), "I/O errors are retried");
     }
 }

@@ -1,0 +1,250 @@
+//! The Redis broker: several hub nodes share sessions.
+//!
+//! **Sequencing.** Redis assigns every session's sequence numbers. One Lua
+//! script checks the publish condition, increments the session's `seq`,
+//! appends the event to the session's stream (capped at
+//! `redis.stream_maxlen`) and publishes it on the session's channel, all
+//! atomically, so two nodes that race get consecutive numbers in the order
+//! Redis ran their scripts, and a conditional publish that lost the race
+//! is refused with the winner's position. We chose this over a per-session
+//! owner with a lease: no ownership hand-over when a node dies, and a
+//! publish costs one round trip from any node.
+//!
+//! **Delivery.** Each node subscribes to the channels of the sessions it
+//! watches. A per-session *track* delivers publications to the hub in
+//! `seq` order: one that arrives early waits `redis.gap_wait_ms` for the
+//! missing ones, then they are read from the stream. The same happens when
+//! the pub/sub buffer overflowed (counted), after a reconnect, and after
+//! `CLIENT KILL`. A node's own publish returns once its track has
+//! delivered it, so the hub reads its replica after a publish exactly as
+//! with the in-process broker.
+//!
+//! **Joining late.** Nodes checkpoint the replicas of sessions they change
+//! (`redis.checkpoint_interval_ms`); a node that starts watching a live
+//! session restores the latest checkpoint and applies the stream after it.
+//!
+//! **Outage.** When Redis does not answer, each session this node publishes
+//! to continues on the node alone under a fresh epoch (its clients get one
+//! discontinuity). When Redis answers again the node hands that run over:
+//! if nobody else moved the session's stream meanwhile (or Redis lost it),
+//! the node's checkpoint and events become the shared stream and the other
+//! nodes reload; otherwise Redis wins and this node reloads from it.
+//!
+//! **Presence.** Connections are counted per member and per node; each
+//! node refreshes a heartbeat, and the members of a node whose heartbeat
+//! is older than `redis.presence_ttl_s` are counted out by whichever node
+//! notices first (one script, so once).
+//!
+//! Keys (`eva` is `redis.prefix`; seed 000 §3):
+//! `eva:session:{id}:position` (epoch, seq), `:stream`, `:checkpoint`,
+//! `:state`, `:metrics`, `:context` (JSON views with TTLs), `:presence`,
+//! `:presence:{node}`, channel `eva:session:{id}:events`,
+//! `eva:ws:sessions` (live sessions), `eva:ws:nodes` (heartbeats),
+//! `eva:ws:node:{node}:sessions`; the shared abuse-limit counters add
+//! `eva:limits:slots:…`, `eva:ws:node:{node}:slots` and
+//! `eva:ratelimit:…`. `scripts.rs` builds all of them.
+//!
+//! **Files**, each using only those listed before it:
+//! * `reply.rs`: parsing Redis replies; the `Unavailable` error.
+//! * `conn.rs`: the fred clients and their settings, the script runner,
+//!   connection errors and the reachability flag.
+//! * `scripts.rs`: every Lua script with its KEYS and ARGV, and the key
+//!   layout (`Keys`).
+//! * `wire.rs`: the JSON an event travels as.
+//! * `track.rs`: a watched session's ordering state, without Redis.
+//! * `node.rs`: the state a node shares with its background tasks.
+//! * `delivery.rs`: subscription, in-order delivery, gap refill, resync.
+//! * `outage.rs`: sequencing alone while Redis is away, and the hand-over.
+//! * `presence.rs`: presence counts, reaping, checkpoints.
+//! * `sequence.rs`: publish, position, history and removal of a stream.
+//! * `health.rs`: the monitor task (ping, heartbeat, resync after reconnect).
+//! * `counters.rs`: the abuse limits' counters shared by all nodes.
+//! * `mod.rs` (here): [`RedisBroker`], its connect, and the [`Broker`]
+//!   methods, each handed to the file that owns it.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::broker::redis::conn::Reachability;
+use crate::broker::redis::counters::RedisCounters;
+use crate::broker::redis::node::Shared;
+use crate::broker::redis::scripts::Keys;
+use crate::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition, HistoryPage};
+use crate::config::{LimitSettings, RedisSettings};
+use crate::counters::Counters;
+use crate::ids::{Seq, SessionId};
+use crate::metrics as m;
+use crate::protocol::model::{Event, StreamPosition};
+use crate::stream::{Origin, Published};
+
+mod conn;
+mod counters;
+mod delivery;
+mod health;
+mod node;
+mod outage;
+mod presence;
+mod reply;
+mod scripts;
+mod sequence;
+mod track;
+mod wire;
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.shared.node)
+            .field("prefix", &self.shared.keys.prefix())
+            .field("sessions", &self.shared.tracks.len())
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// Connects to `cfg.url` and starts the node's background tasks.
+    /// `history_size` bounds what a run sequenced alone keeps to hand over.
+    ///
+    /// # Errors
+    /// When the URL is invalid or Redis does not answer.
+    pub async fn connect(
+        cfg: &RedisSettings,
+        history_size: usize,
+    ) -> Result<RedisBroker, BrokerError> {
+        let (client, subscriber) = conn::connect(cfg).await?;
+        let node = if cfg.node_id.is_empty() {
+            format!("node-{:08x}", rand::random::<u32>())
+        } else {
+            cfg.node_id.clone()
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            client,
+            subscriber,
+            keys: Keys::new(cfg.prefix.clone()),
+            node,
+            cfg: cfg.clone(),
+            history_size: history_size.max(1),
+            handler: OnceLock::new(),
+            tracks: DashMap::new(),
+            up: Reachability::connected(),
+            resync: tx,
+            forgotten: Mutex::new(Vec::new()),
+        });
+        m::redis_up(true);
+        // A node restarted under its old name must not inherit the members
+        // and connection slots of its previous life: count them out now
+        // (their `leave` events go out with the first reap).
+        shared.forget_previous_life().await?;
+        tokio::spawn(delivery::receive(Arc::downgrade(&shared)));
+        tokio::spawn(health::monitor(Arc::downgrade(&shared)));
+        tokio::spawn(delivery::resync_worker(Arc::downgrade(&shared), rx));
+        tracing::info!(node = %shared.node, prefix = %cfg.prefix, "Redis broker connected");
+        Ok(RedisBroker { shared })
+    }
+
+    /// This node's name in Redis.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn attach(&self, handler: Arc<dyn BrokerHandler>) {
+        let _ = self.shared.handler.set(handler);
+    }
+
+    async fn publish(
+        &self,
+        session: SessionId,
+        event: Event,
+        origin: Origin,
+        ts: u64,
+        condition: Condition,
+    ) -> Result<Arc<Published>, BrokerError> {
+        self.shared
+            .publish(session, event, origin, ts, condition)
+            .await
+    }
+
+    async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError> {
+        self.shared.current_position(session).await
+    }
+
+    async fn history(
+        &self,
+        session: SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.shared.history(session, after, limit).await
+    }
+
+    async fn watch(&self, session: SessionId, from: StreamPosition) -> Result<(), BrokerError> {
+        self.shared.watch(session, from).await
+    }
+
+    async fn unwatch(&self, session: SessionId) -> Result<(), BrokerError> {
+        self.shared.unwatch(session).await
+    }
+
+    async fn presence_join(&self, session: SessionId, member: &str) -> Result<bool, BrokerError> {
+        self.shared.presence_change(session, member, 1).await
+    }
+
+    async fn presence_leave(&self, session: SessionId, member: &str) -> Result<bool, BrokerError> {
+        self.shared.presence_change(session, member, -1).await
+    }
+
+    async fn reap(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
+        self.shared.reaped().await
+    }
+
+    fn wants_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn shared_counters(&self, limits: &LimitSettings) -> Option<Arc<dyn Counters>> {
+        let s = &self.shared;
+        Some(Arc::new(RedisCounters::new(
+            s.client.clone(),
+            s.keys.clone(),
+            s.node.clone(),
+            s.cfg.presence_ttl_s,
+            s.up.clone(),
+            limits,
+        )))
+    }
+
+    async fn save_checkpoint(&self, session: SessionId, cp: Checkpoint) -> Result<(), BrokerError> {
+        self.shared.save_checkpoint(session, cp).await
+    }
+
+    async fn load_checkpoint(
+        &self,
+        session: SessionId,
+    ) -> Result<Option<(StreamPosition, Vec<u8>)>, BrokerError> {
+        self.shared.load_checkpoint(session).await
+    }
+
+    async fn remove(&self, session: SessionId) -> Result<(), BrokerError> {
+        self.shared.remove(session).await
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        conn::ping(&s.client, s.cfg.command_timeout()).await
+    }
+}

@@ -1,0 +1,175 @@
+//! Presence and checkpoints. Connections are counted per member and per
+//! node (one PRESENCE script, which also keeps this node's heartbeat and
+//! session set); while a session runs on this node alone its changes are
+//! counted in the outage run and into Redis at the hand-over. Reaping
+//! counts out the members of nodes whose heartbeat is older than
+//! `redis.presence_ttl_s` (one REAP script, so once), and at start those of
+//! this node's previous life. Checkpoints of replicas, with the session's
+//! JSON views, let a node that starts watching a live session restore the
+//! latest one and apply the stream after it.
+
+use fred::prelude::HashesInterface;
+use fred::types::Value;
+
+use super::node::Shared;
+use super::reply::{array, int, text, unavailable};
+use super::scripts::SCRIPTS;
+use crate::broker::{BrokerError, Checkpoint};
+use crate::ids::{Seq, SessionId, now_ms};
+use crate::protocol::model::StreamPosition;
+
+impl Shared {
+    /// Adds `delta` to `member`'s connections on this node and in total
+    /// (one PRESENCE script); returns the total, or -1 when this node held
+    /// none to take away.
+    pub(super) async fn presence(
+        &self,
+        session: SessionId,
+        member: &str,
+        delta: i64,
+    ) -> Result<i64, BrokerError> {
+        let v = self
+            .run(
+                &SCRIPTS.presence,
+                vec![
+                    self.keys.presence(session),
+                    self.keys.presence_on(session, &self.node),
+                    self.keys.node_sessions(&self.node),
+                    self.keys.heartbeats(),
+                ],
+                vec![
+                    member.into(),
+                    delta.into(),
+                    session.to_string().into(),
+                    self.node.clone().into(),
+                    (now_ms() as i64).into(),
+                ],
+            )
+            .await?;
+        int(&v).ok_or_else(|| unavailable("malformed presence reply"))
+    }
+
+    /// Counts one connection of `member` more (`delta` 1) or fewer (-1);
+    /// returns whether it was the member's first or last.
+    pub(super) async fn presence_change(
+        &self,
+        session: SessionId,
+        member: &str,
+        delta: i64,
+    ) -> Result<bool, BrokerError> {
+        if let Some(t) = self.track(session) {
+            let mut st = t.state.lock();
+            if !self.is_up() || st.local.is_some() {
+                // Counted into Redis at the hand-over; until then this
+                // node's own count decides (the hub only asks on a local
+                // first join or last leave).
+                let run = self.go_alone(&t, &mut st);
+                *run.presence.entry(member.to_owned()).or_default() += delta;
+                return Ok(true);
+            }
+        }
+        let total = self.presence(session, member, delta).await?;
+        Ok(if delta > 0 { total == 1 } else { total == 0 })
+    }
+
+    /// Counts out the members and connection slots this node held in its
+    /// previous life (restarted under its old name); their `leave` events
+    /// go out with the first [`Shared::reaped`].
+    pub(super) async fn forget_previous_life(&self) -> Result<(), BrokerError> {
+        let forgotten = self.reap(Some(&self.node)).await?;
+        *self.forgotten.lock() = forgotten;
+        Ok(())
+    }
+
+    /// Members whose presence is gone and who need a `leave`: those of
+    /// this node's previous life, then those of nodes that died.
+    pub(super) async fn reaped(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
+        let mut gone = std::mem::take(&mut *self.forgotten.lock());
+        if self.is_up() {
+            gone.extend(self.reap(None).await?);
+        }
+        Ok(gone)
+    }
+
+    /// Counts out the members of dead nodes (and of `forget`).
+    async fn reap(&self, forget: Option<&str>) -> Result<Vec<(SessionId, String)>, BrokerError> {
+        let deadline = now_ms().saturating_sub(self.cfg.presence_ttl_s * 1000);
+        let mut args: Vec<Value> = vec![
+            self.keys.prefix().to_owned().into(),
+            (deadline as i64).into(),
+        ];
+        if let Some(node) = forget {
+            args.push(node.to_owned().into());
+        }
+        let v = self
+            .run(&SCRIPTS.reap, vec![self.keys.heartbeats()], args)
+            .await?;
+        let flat: Vec<String> = array(v).iter().filter_map(text).collect();
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))
+            .collect())
+    }
+
+    /// Stores `cp` and the session's JSON views if `cp` is newer than the
+    /// stored checkpoint of the current stream.
+    pub(super) async fn save_checkpoint(
+        &self,
+        session: SessionId,
+        cp: Checkpoint,
+    ) -> Result<(), BrokerError> {
+        if !self.is_up() {
+            return Ok(());
+        }
+        let k = &self.keys;
+        self.run(
+            &SCRIPTS.checkpoint,
+            vec![
+                k.position(session),
+                k.checkpoint(session),
+                k.state(session),
+                k.metrics(session),
+                k.context(session),
+            ],
+            vec![
+                cp.position.epoch.to_string().into(),
+                (cp.position.seq as i64).into(),
+                Value::Bytes(cp.replica.into()),
+                (self.cfg.stream_ttl_s as i64).into(),
+                cp.state.into(),
+                (self.cfg.state_ttl_s as i64).into(),
+                cp.metrics.unwrap_or_default().into(),
+                (self.cfg.metrics_ttl_s as i64).into(),
+                cp.context.into(),
+                (self.cfg.context_ttl_s as i64).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn load_checkpoint(
+        &self,
+        session: SessionId,
+    ) -> Result<Option<(StreamPosition, Vec<u8>)>, BrokerError> {
+        let v: Vec<Value> = self
+            .client
+            .hmget(self.keys.checkpoint(session), vec!["epoch", "seq", "data"])
+            .await
+            .map_err(unavailable)?;
+        let (Some(epoch), Some(seq), Some(data)) = (
+            v.first().and_then(text).and_then(|s| s.parse().ok()),
+            v.get(1).and_then(int),
+            v.get(2).and_then(|d| d.as_bytes().map(<[u8]>::to_vec)),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            StreamPosition {
+                epoch,
+                seq: seq as Seq,
+            },
+            data,
+        )))
+    }
+}

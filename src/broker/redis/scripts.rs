@@ -1,0 +1,325 @@
+//! The sequencing scripts and the key layout they work on: every Lua
+//! source the Redis broker and its shared counters run, each with its KEYS
+//! and ARGV, the one static set of [`Script`]s (each loads once per
+//! process and again after a Redis restart), and [`Keys`], which builds
+//! every key and channel name. Key names and the scripts that use them sit
+//! together so the layout can change in one place: Redis Cluster needs
+//! every key a script touches passed in KEYS and sharing a hash tag (today
+//! REAP builds the keys of dead nodes from the prefix inside Lua).
+
+use super::conn::Script;
+use crate::counters::{RateKey, SlotKey};
+use crate::ids::SessionId;
+
+/// KEYS: position, stream. ARGV: expected seq (-1: any), payload,
+/// maxlen, ttl, candidate epoch, channel.
+const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = 0
+if epoch then
+  seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+else
+  epoch = ARGV[5]
+  redis.call('DEL', KEYS[2])
+end
+local expected = tonumber(ARGV[1])
+if expected >= 0 and expected ~= seq then
+  return {0, seq, epoch}
+end
+seq = seq + 1
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[6], 'E ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[2])
+return {1, seq, epoch}
+"#;
+
+/// KEYS: position, stream. ARGV: candidate epoch, ttl.
+const POSITION: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+  return {epoch, 0}
+end
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
+"#;
+
+/// KEYS: position, stream. ARGV: after, limit.
+/// Returns {epoch, top, entries} or {epoch, top, -1} when trimmed, or {}
+/// when the stream does not exist.
+const HISTORY: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {} end
+local top = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local after = tonumber(ARGV[1])
+if after >= top then return {epoch, top, {}} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local first_seq = top + 1
+if #first > 0 then first_seq = tonumber(string.match(first[1][1], '^(%d+)')) end
+if after + 1 < first_seq then return {epoch, top, -1} end
+return {epoch, top, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])}
+"#;
+
+/// KEYS: position, checkpoint, state, metrics, context. ARGV: epoch, seq,
+/// replica, ttl, state, state ttl, metrics ('' for none), metrics ttl,
+/// context, context ttl.
+const CHECKPOINT: &str = r#"
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local have = redis.call('HMGET', KEYS[2], 'epoch', 'seq')
+if have[1] == ARGV[1] and tonumber(have[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', ARGV[2], 'data', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8]) end
+redis.call('SET', KEYS[5], ARGV[9], 'EX', ARGV[10])
+return 1
+"#;
+
+/// Hands a run sequenced on one node during an outage over to Redis.
+/// KEYS: position, stream, checkpoint. ARGV: since epoch, since seq, new
+/// epoch, new seq, replica, ttl, maxlen, channel, then (seq, payload)
+/// pairs. Returns {1} or {0, epoch, seq} when the stream moved on.
+const ADOPT: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch then
+  local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+  if epoch ~= ARGV[1] or seq ~= tonumber(ARGV[2]) then return {0, epoch, seq} end
+end
+if epoch ~= ARGV[3] then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'seq', ARGV[4])
+local top = 0
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 then top = tonumber(string.match(last[1][1], '^(%d+)')) end
+for i = 9, #ARGV, 2 do
+  if tonumber(ARGV[i]) > top then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[7], ARGV[i] .. '-1', 'e', ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[3], 'epoch', ARGV[3], 'seq', ARGV[4], 'data', ARGV[5])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+redis.call('PUBLISH', ARGV[8], 'R ' .. ARGV[3] .. ' ' .. ARGV[4])
+return {1}
+"#;
+
+/// KEYS: total, this node's hash, this node's session set, heartbeats.
+/// ARGV: member (or '' for none), delta, session, node, now ms.
+/// Returns the member's total after the change.
+const PRESENCE: &str = r#"
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[3])
+local delta = tonumber(ARGV[2])
+local here = redis.call('HINCRBY', KEYS[2], ARGV[1], delta)
+if here <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if here < 0 then return -1 end
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], delta)
+if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return total
+"#;
+
+/// KEYS: heartbeats. ARGV: prefix, deadline ms, and optionally a node to
+/// forget whatever its heartbeat (this node, restarted under its old
+/// name). Counts out every member of every node whose heartbeat is older
+/// than the deadline, frees its connection slots, and returns the
+/// (session, member) pairs whose total reached zero.
+const REAP: &str = r#"
+local out = {}
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if ARGV[3] then table.insert(dead, ARGV[3]) end
+for _, node in ipairs(dead) do
+  local slots = ARGV[1] .. ':ws:node:' .. node .. ':slots'
+  for _, key in ipairs(redis.call('SMEMBERS', slots)) do redis.call('HDEL', key, node) end
+  redis.call('DEL', slots)
+  local set = ARGV[1] .. ':ws:node:' .. node .. ':sessions'
+  for _, sid in ipairs(redis.call('SMEMBERS', set)) do
+    local total = ARGV[1] .. ':session:' .. sid .. ':presence'
+    local here = total .. ':' .. node
+    local members = redis.call('HGETALL', here)
+    for i = 1, #members, 2 do
+      local left = redis.call('HINCRBY', total, members[i], -tonumber(members[i + 1]))
+      if left <= 0 then
+        redis.call('HDEL', total, members[i])
+        table.insert(out, sid)
+        table.insert(out, members[i])
+      end
+    end
+    redis.call('DEL', here)
+  end
+  redis.call('DEL', set)
+  redis.call('ZREM', KEYS[1], node)
+end
+return out
+"#;
+
+// The shared counters' scripts (counters.rs).
+
+/// KEYS: slot hash, heartbeats, this node's slot set. ARGV: node, limit,
+/// deadline ms, ttl.
+const ACQUIRE: &str = r#"
+local held = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #held, 2 do
+  local node = held[i]
+  local beat = redis.call('ZSCORE', KEYS[2], node)
+  if node == ARGV[1] or (beat and tonumber(beat) > tonumber(ARGV[3])) then
+    total = total + tonumber(held[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], node)
+  end
+end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], KEYS[1])
+return 1
+"#;
+
+/// KEYS: window counter. ARGV: limit, window seconds.
+const HIT: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return redis.call('PTTL', KEYS[1]) end
+return -1
+"#;
+
+pub(super) struct Scripts {
+    pub(super) publish: Script,
+    pub(super) position: Script,
+    pub(super) history: Script,
+    pub(super) checkpoint: Script,
+    pub(super) adopt: Script,
+    pub(super) presence: Script,
+    pub(super) reap: Script,
+    pub(super) acquire: Script,
+    pub(super) hit: Script,
+}
+
+pub(super) static SCRIPTS: Scripts = Scripts {
+    publish: Script::new(PUBLISH),
+    position: Script::new(POSITION),
+    history: Script::new(HISTORY),
+    checkpoint: Script::new(CHECKPOINT),
+    adopt: Script::new(ADOPT),
+    presence: Script::new(PRESENCE),
+    reap: Script::new(REAP),
+    acquire: Script::new(ACQUIRE),
+    hit: Script::new(HIT),
+};
+
+/// Key and channel names under `redis.prefix` (seed 000 §3).
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: String) -> Keys {
+        Keys { prefix }
+    }
+    /// `redis.prefix`; REAP derives the keys of dead nodes from it.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    fn session(&self, id: SessionId, part: &str) -> String {
+        format!("{}:session:{id}:{part}", self.prefix)
+    }
+    pub(super) fn position(&self, id: SessionId) -> String {
+        self.session(id, "position")
+    }
+    pub(super) fn stream(&self, id: SessionId) -> String {
+        self.session(id, "stream")
+    }
+    pub(super) fn checkpoint(&self, id: SessionId) -> String {
+        self.session(id, "checkpoint")
+    }
+    pub(super) fn state(&self, id: SessionId) -> String {
+        self.session(id, "state")
+    }
+    pub(super) fn metrics(&self, id: SessionId) -> String {
+        self.session(id, "metrics")
+    }
+    pub(super) fn context(&self, id: SessionId) -> String {
+        self.session(id, "context")
+    }
+    pub(super) fn channel(&self, id: SessionId) -> String {
+        self.session(id, "events")
+    }
+    pub(super) fn presence(&self, id: SessionId) -> String {
+        self.session(id, "presence")
+    }
+    pub(super) fn presence_on(&self, id: SessionId, node: &str) -> String {
+        format!("{}:{node}", self.presence(id))
+    }
+    /// The keys to drop when a session is gone for good: its stream,
+    /// checkpoint, views and presence, and `node`'s presence count.
+    pub(super) fn session_keys(&self, id: SessionId, node: &str) -> Vec<String> {
+        [
+            "position",
+            "stream",
+            "checkpoint",
+            "state",
+            "metrics",
+            "context",
+            "presence",
+        ]
+        .iter()
+        .map(|part| self.session(id, part))
+        .chain([self.presence_on(id, node)])
+        .collect()
+    }
+    pub(super) fn node_sessions(&self, node: &str) -> String {
+        format!("{}:ws:node:{node}:sessions", self.prefix)
+    }
+    /// The slot hashes `node` holds a slot in.
+    pub(super) fn node_slots(&self, node: &str) -> String {
+        format!("{}:ws:node:{node}:slots", self.prefix)
+    }
+    pub(super) fn heartbeats(&self) -> String {
+        format!("{}:ws:nodes", self.prefix)
+    }
+    pub(super) fn live_sessions(&self) -> String {
+        format!("{}:ws:sessions", self.prefix)
+    }
+    /// The hash counting `key`'s connection slots per node.
+    pub(super) fn slots(&self, key: &SlotKey) -> String {
+        match key {
+            SlotKey::Ip(ip) => format!("{}:limits:slots:ip:{ip}", self.prefix),
+            SlotKey::Tenant(t) => format!("{}:limits:slots:tenant:{t}", self.prefix),
+        }
+    }
+    /// The counter of `key`'s events in fixed window number `window`.
+    pub(super) fn rate(&self, key: &RateKey, window: u64) -> String {
+        let name = match key {
+            RateKey::Questions(tenant, subject) => format!("questions:{tenant}:{subject}"),
+            RateKey::ApiKey(id) => format!("apikey:{id}"),
+        };
+        format!("{}:ratelimit:{name}:{window}", self.prefix)
+    }
+    /// The session a channel belongs to.
+    pub(super) fn session_of(&self, channel: &str) -> Option<SessionId> {
+        channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":session:")?
+            .strip_suffix(":events")?
+            .parse()
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_map_back_to_sessions() {
+        let keys = Keys {
+            prefix: "eva-t".into(),
+        };
+        let id = SessionId::new();
+        assert_eq!(keys.session_of(&keys.channel(id)), Some(id));
+        assert_eq!(keys.session_of("other:session:x:events"), None);
+    }
+}

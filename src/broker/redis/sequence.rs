@@ -1,0 +1,192 @@
+//! A session's shared stream: sequencing a publish (one PUBLISH script
+//! checks the condition, numbers the event, appends it to the stream and
+//! publishes it on the session's channel, atomically; see the module docs
+//! in `mod.rs` for why), reading the stream's position and history, and
+//! dropping a session's keys when it is gone for good.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fred::prelude::{KeysInterface, SetsInterface};
+
+use super::conn::is_connection_error;
+use super::node::Shared;
+use super::reply::{array, entries, epoch_of, int, unavailable};
+use super::scripts::SCRIPTS;
+use super::wire::{decode, encode};
+use crate::broker::{BrokerError, Condition, HistoryPage};
+use crate::ids::{Epoch, Seq, SessionId};
+use crate::metrics as m;
+use crate::protocol::model::{Event, StreamPosition};
+use crate::stream::{Origin, Published};
+
+impl Shared {
+    /// Appends `event` to the session's stream if `condition` holds: one
+    /// PUBLISH script, or on this node alone while Redis is away. Returns
+    /// once this node's track has delivered it (if it watches the session).
+    pub(super) async fn publish(
+        &self,
+        session: SessionId,
+        event: Event,
+        origin: Origin,
+        ts: u64,
+        condition: Condition,
+    ) -> Result<Arc<Published>, BrokerError> {
+        let track = self.track(session);
+        if let Some(t) = &track
+            && (!self.is_up() || t.state.lock().local.is_some())
+        {
+            return self.publish_alone(t, event, origin, ts, condition);
+        }
+        let payload = encode(ts, &event, &origin)?;
+        let expected = match condition {
+            Condition::Always => -1,
+            Condition::SeqIs(seq) => seq as i64,
+        };
+        let started = Instant::now();
+        let result = SCRIPTS
+            .publish
+            .run(
+                &self.client,
+                vec![self.keys.position(session), self.keys.stream(session)],
+                vec![
+                    expected.into(),
+                    payload.into(),
+                    (self.cfg.stream_maxlen as i64).into(),
+                    (self.cfg.stream_ttl_s as i64).into(),
+                    Epoch::random().to_string().into(),
+                    self.keys.channel(session).into(),
+                ],
+            )
+            .await;
+        m::redis_publish(started.elapsed());
+        let v = match result {
+            Ok(v) => array(v),
+            Err(e) if is_connection_error(&e) => {
+                self.set_up(false);
+                // The script may or may not have run; the hand-over after
+                // the outage settles it (see the module docs).
+                return match &track {
+                    Some(t) => self.publish_alone(t, event, origin, ts, condition),
+                    None => Err(unavailable(e)),
+                };
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let (Some(status), Some(seq), Some(epoch)) =
+            (v.first().and_then(int), v.get(1).and_then(int), v.get(2))
+        else {
+            return Err(unavailable("malformed publish reply"));
+        };
+        let seq = seq as Seq;
+        if status == 0 {
+            return Err(BrokerError::Conflict { current: seq });
+        }
+        let epoch = epoch_of(epoch)?;
+        let p = Arc::new(Published::new(session, seq, ts, event, origin));
+        if let Some(t) = &track {
+            self.offer(t, epoch, p.clone());
+            self.wait_delivered(t, epoch, seq).await;
+        }
+        Ok(p)
+    }
+
+    /// The stream's position as the hub sees it: this node's own while it
+    /// runs the session alone, else the shared stream's.
+    pub(super) async fn current_position(
+        &self,
+        session: SessionId,
+    ) -> Result<StreamPosition, BrokerError> {
+        if let Some(t) = self.track(session)
+            && (!self.is_up() || t.state.lock().local.is_some())
+        {
+            return Ok(t.position());
+        }
+        self.position(session).await
+    }
+
+    pub(super) async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError> {
+        let v = self
+            .run(
+                &SCRIPTS.position,
+                vec![self.keys.position(session), self.keys.stream(session)],
+                vec![
+                    Epoch::random().to_string().into(),
+                    (self.cfg.stream_ttl_s as i64).into(),
+                ],
+            )
+            .await?;
+        let a = array(v);
+        if a.len() != 2 {
+            return Err(unavailable("malformed position reply"));
+        }
+        Ok(StreamPosition {
+            epoch: epoch_of(&a[0])?,
+            seq: int(&a[1]).unwrap_or(0) as Seq,
+        })
+    }
+
+    /// Events after `after` as (seq, payload); `Ok(None)` when the stream
+    /// does not exist.
+    pub(super) async fn read(
+        &self,
+        session: SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Option<(StreamPosition, Vec<(Seq, String)>)>, BrokerError> {
+        let v = self
+            .run(
+                &SCRIPTS.history,
+                vec![self.keys.position(session), self.keys.stream(session)],
+                vec![(after as i64).into(), (limit as i64).into()],
+            )
+            .await?;
+        let mut a = array(v).into_iter();
+        let (Some(epoch), Some(top), Some(rest)) = (a.next(), a.next(), a.next()) else {
+            return Ok(None);
+        };
+        let position = StreamPosition {
+            epoch: epoch_of(&epoch)?,
+            seq: int(&top).unwrap_or(0) as Seq,
+        };
+        if int(&rest) == Some(-1) {
+            return Err(BrokerError::Trimmed { after });
+        }
+        Ok(Some((position, entries(rest))))
+    }
+
+    /// A page of decoded events after `after`.
+    pub(super) async fn history(
+        &self,
+        session: SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        let Some((position, events)) = self.read(session, after, limit).await? else {
+            return Err(BrokerError::Trimmed { after });
+        };
+        let events = events
+            .into_iter()
+            .filter_map(|(seq, payload)| decode(session, seq, &payload))
+            .collect();
+        Ok(HistoryPage {
+            epoch: position.epoch,
+            top: position.seq,
+            events,
+        })
+    }
+
+    /// Stops watching the session and drops its keys and presence.
+    pub(super) async fn remove(&self, session: SessionId) -> Result<(), BrokerError> {
+        self.unwatch(session).await?;
+        let k = &self.keys;
+        let keys = k.session_keys(session, &self.node);
+        let _: i64 = self.client.del(keys).await.map_err(unavailable)?;
+        let _: i64 = self
+            .client
+            .srem(k.live_sessions(), session.to_string())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

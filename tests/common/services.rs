@@ -1,0 +1,411 @@
+//! The PostgreSQL and Redis servers the tests run on.
+//!
+//! `EVA_TEST_POSTGRES` (`postgres://user@host:port`) and `EVA_TEST_REDIS`
+//! (`redis://host:port`) select servers that are already running. Without
+//! them, a test binary starts its own the first time a test asks: a
+//! private PostgreSQL (`initdb` in a temporary directory, `pg_ctl start` on
+//! a free loopback port) and a private `redis-server` (no persistence),
+//! shared by all of the binary's tests. So a fresh machine needs only the
+//! server packages installed, nothing started, and tests never touch a
+//! server someone else uses.
+//!
+//! Each private server has a guard process: a shell that ignores the
+//! terminal's signals and waits for its stdin to close. Only this process
+//! holds the other end, so when the test binary exits, however it exits
+//! (returning, panicking, killed), the guard stops the server and removes
+//! its directory.
+//!
+//! Std only, so that the load tests can include this file too.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The PostgreSQL server URL, without a database.
+pub fn postgres_url() -> String {
+    match configured("EVA_TEST_POSTGRES") {
+        Some(url) => url,
+        None => private_postgres().url(),
+    }
+}
+
+/// The Redis URL.
+pub fn redis_url() -> String {
+    match configured("EVA_TEST_REDIS") {
+        Some(url) => url,
+        None => private_redis().url(),
+    }
+}
+
+/// Whether the tests run on their own PostgreSQL (no `EVA_TEST_POSTGRES`).
+pub fn postgres_is_private() -> bool {
+    configured("EVA_TEST_POSTGRES").is_none()
+}
+
+fn configured(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().trim_end_matches('/').to_owned())
+}
+
+/// A port that was free a moment ago (starting a server on it retries
+/// with another when it was taken in between).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A new empty directory under the system's temporary directory.
+fn scratch_dir(kind: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir =
+        std::env::temp_dir().join(format!("eva-test-{kind}-{}-{nanos:09}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// Single-quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Starts the guard that runs `cleanup` (a shell command) once this
+/// process has exited. The returned child must be kept for the life of
+/// the process: its stdin is the only write end of the guard's pipe.
+fn guard(cleanup: &str) -> Child {
+    let script = format!("trap '' INT TERM HUP; cat >/dev/null; {cleanup}");
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the cleanup guard (sh): {e}"))
+}
+
+/// The last lines of a log file, for a failure message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Fails the test run with one line saying what to install.
+fn missing(what: &str, package: &str, var: &str, example: &str) -> ! {
+    panic!(
+        "{what} not found: install it (apt-get install {package}), or set {var}={example} \
+         to use a running server"
+    )
+}
+
+// ---------------------------------------------------------------- postgres
+
+/// A PostgreSQL of this test binary's own.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    /// `runuser -u <user> --` when running as root (PostgreSQL refuses
+    /// to run as root).
+    run_as: Option<String>,
+    _guard: Mutex<Child>,
+}
+
+/// The binary's private PostgreSQL, started on first use.
+pub fn private_postgres() -> &'static PrivatePostgres {
+    static PG: OnceLock<PrivatePostgres> = OnceLock::new();
+    PG.get_or_init(PrivatePostgres::start)
+}
+
+/// The directory with `initdb` and `pg_ctl`: on PATH, or the newest
+/// under /usr/lib/postgresql (Debian does not put them on PATH).
+fn postgres_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    });
+    if on_path.is_some() {
+        return on_path;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl PrivatePostgres {
+    // The guard is never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    fn start() -> PrivatePostgres {
+        let bin = postgres_bin().unwrap_or_else(|| {
+            missing(
+                "PostgreSQL (initdb and pg_ctl, on PATH or under /usr/lib/postgresql/*/bin)",
+                "postgresql",
+                "EVA_TEST_POSTGRES",
+                "postgres://user@host:port",
+            )
+        });
+        let dir = scratch_dir("postgres");
+        let run_as = running_as_root().then(|| {
+            let user = if user_exists("postgres") {
+                "postgres"
+            } else {
+                "nobody"
+            };
+            let ok = Command::new("chown")
+                .args([user, &dir.to_string_lossy()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot give {} to the user {user}", dir.display());
+            user.to_owned()
+        });
+        // The guard exists before the server does, so nothing outlives
+        // the binary even if start-up fails half-way.
+        let data = dir.join("data");
+        let stop = format!(
+            "{} {} -D {} -m immediate -w stop >/dev/null 2>&1; rm -rf {}",
+            run_as
+                .as_ref()
+                .map(|u| format!("runuser -u {u} --"))
+                .unwrap_or_default(),
+            sh_quote(&bin.join("pg_ctl").to_string_lossy()),
+            sh_quote(&data.to_string_lossy()),
+            sh_quote(&dir.to_string_lossy()),
+        );
+        let mut pg = PrivatePostgres {
+            port: 0,
+            dir,
+            bin,
+            run_as,
+            _guard: Mutex::new(guard(&stop)),
+        };
+        let started = Instant::now();
+        let out = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
+            .args(["--no-sync", "--no-instructions"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut last = String::new();
+        for _ in 0..5 {
+            pg.port = free_port();
+            match pg.pg_ctl("start") {
+                Ok(()) => {
+                    eprintln!(
+                        "private PostgreSQL on 127.0.0.1:{} ({}), ready in {:.1} s",
+                        pg.port,
+                        pg.dir.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    return pg;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start a private PostgreSQL: {last}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let exe = self.bin.join(program);
+        let mut c = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `pg_ctl <action>` (start, stop, restart), waiting for it to finish.
+    fn pg_ctl(&self, action: &str) -> Result<(), String> {
+        let log = self.dir.join("postgres.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c max_connections=200 -c shared_buffers=32MB",
+            self.port,
+            self.dir.display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &options, "-m", "fast", "-w", "-t", "60", action])
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {action} failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                tail(&log)
+            ))
+        }
+    }
+
+    /// Restarts the server (fast shutdown: every connection ends).
+    pub fn restart(&self) {
+        self.pg_ctl("restart")
+            .unwrap_or_else(|e| panic!("restarting the private PostgreSQL: {e}"));
+    }
+
+    /// Starts it again if it is down.
+    pub fn ensure_running(&self) {
+        if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            self.pg_ctl("start")
+                .unwrap_or_else(|e| panic!("starting the private PostgreSQL again: {e}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- redis
+
+/// A `redis-server` of this test binary's own, without persistence.
+#[derive(Debug)]
+pub struct SharedPrivateRedis {
+    pub port: u16,
+    _guard: Mutex<Child>,
+}
+
+/// The binary's private Redis, started on first use.
+pub fn private_redis() -> &'static SharedPrivateRedis {
+    static REDIS: OnceLock<SharedPrivateRedis> = OnceLock::new();
+    REDIS.get_or_init(SharedPrivateRedis::start)
+}
+
+impl SharedPrivateRedis {
+    // The guard is never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    fn start() -> SharedPrivateRedis {
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
+        if !on_path {
+            missing(
+                "redis-server",
+                "redis-server",
+                "EVA_TEST_REDIS",
+                "redis://host:port",
+            );
+        }
+        let dir = scratch_dir("redis");
+        let pidfile = dir.join("redis.pid");
+        let log = dir.join("redis.log");
+        let stop = format!(
+            "[ -f {pid} ] && kill -9 \"$(cat {pid})\"; rm -rf {dir}",
+            pid = sh_quote(&pidfile.to_string_lossy()),
+            dir = sh_quote(&dir.to_string_lossy()),
+        );
+        let guard = guard(&stop);
+        let started = Instant::now();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let status = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+                .arg("--pidfile")
+                .arg(&pidfile)
+                .arg("--logfile")
+                .arg(&log)
+                .arg("--dir")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
+            if !status.success() {
+                last = format!("redis-server exited with {status}: {}", tail(&log));
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                // A daemon that could not bind exits after writing its
+                // pid file.
+                let gone = std::fs::read_to_string(&pidfile)
+                    .is_ok_and(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists());
+                if gone {
+                    break;
+                }
+                if ping(port) {
+                    eprintln!(
+                        "private Redis on 127.0.0.1:{port}, ready in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return SharedPrivateRedis {
+                        port,
+                        _guard: Mutex::new(guard),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last = format!("redis-server did not answer PING: {}", tail(&log));
+            if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                let _ = std::fs::remove_file(&pidfile);
+            }
+        }
+        panic!("could not start a private redis-server: {last}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Whether Redis on `port` answers PING.
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
