@@ -80,6 +80,15 @@ pub struct Plan {
     /// arrival at the renderer.
     #[serde(with = "opt_secs")]
     pub estop_every: Option<Duration>,
+    /// Subscribers join with `compact: true` (compact event frames), and
+    /// the renderer with `echo: false`.
+    pub compact: bool,
+    /// Stamp each event with the time it is actually written to the
+    /// renderer's socket instead of its due time: latency is then the
+    /// hub's alone, without the sender's timer granularity (up to 1 ms).
+    /// How late the sender was is reported beside it (`send_lag`), so a
+    /// stalled sender still shows.
+    pub stamp_sent: bool,
 }
 
 mod secs {
@@ -115,6 +124,10 @@ pub struct Outcome {
     pub last_delivery: Histogram<u64>,
     /// Emergency stop: operator send to renderer receipt, µs.
     pub estop: Histogram<u64>,
+    /// How late the sender wrote each event after its due time, µs.
+    pub send_lag: Histogram<u64>,
+    /// WebSocket bytes (frame headers included) of measured deliveries.
+    pub bytes: u64,
     /// Deliveries of measured events.
     pub deliveries: u64,
     pub window: Duration,
@@ -125,6 +138,12 @@ pub struct Outcome {
 impl Outcome {
     pub fn deliveries_per_second(&self) -> f64 {
         self.deliveries as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes on the wire (WebSocket framing included, TCP/IP not) per
+    /// delivered event.
+    pub fn bytes_per_delivery(&self) -> f64 {
+        self.bytes as f64 / self.deliveries.max(1) as f64
     }
 
     pub fn cpu_seconds_per_million(&self) -> Option<f64> {
@@ -141,16 +160,18 @@ struct Collector {
     /// Events numbered below this are warm-up and not recorded.
     first_measured: u64,
     deliveries: u64,
+    bytes: u64,
 }
 
 impl Collector {
-    fn record(&mut self, session: usize, i: u64, latency_us: u64) {
+    fn record(&mut self, session: usize, i: u64, latency_us: u64, bytes: usize) {
         if i < self.first_measured {
             return;
         }
         let us = latency_us.max(1);
         let _ = self.latency.record(us);
         self.deliveries += 1;
+        self.bytes += bytes as u64;
         if let Some(slot) = self.last[session].get_mut(i as usize)
             && *slot < us
         {
@@ -195,15 +216,28 @@ pub async fn connect_and_join(
     src: Option<IpAddr>,
     resume: Option<(&str, u64)>,
 ) -> anyhow::Result<Joined> {
+    connect_and_join_with(hub, token, session, src, resume, "").await
+}
+
+/// [`connect_and_join`] with more fields for the `join` frame, written as
+/// JSON members after a comma (e.g. `,"compact":true`).
+pub async fn connect_and_join_with(
+    hub: SocketAddr,
+    token: &str,
+    session: &str,
+    src: Option<IpAddr>,
+    resume: Option<(&str, u64)>,
+    join_fields: &str,
+) -> anyhow::Result<Joined> {
     let mut opts = ConnectOptions::new(Codec::Json, token);
     opts.source = src;
     opts.read_buffer = 16 * 1024;
     let client = Client::connect(hub, opts).await?;
     let (mut tx, mut rx) = client.split();
     let join = match resume {
-        None => format!(r#"{{"type":"join","session":"{session}"}}"#),
+        None => format!(r#"{{"type":"join","session":"{session}"{join_fields}}}"#),
         Some((epoch, seq)) => format!(
-            r#"{{"type":"join","session":"{session}","resume":{{"epoch":"{epoch}","seq":{seq}}}}}"#
+            r#"{{"type":"join","session":"{session}","resume":{{"epoch":"{epoch}","seq":{seq}}}{join_fields}}}"#
         ),
     };
     tx.send_message(Message::Text(join.into())).await?;
@@ -330,6 +364,11 @@ pub async fn run_across(
     let addr = home.addr;
     let pad = padding(plan.payload);
     let groups = join_on.len();
+    let (sub_fields, renderer_fields) = if plan.compact {
+        (r#","compact":true"#, r#","echo":false"#)
+    } else {
+        ("", "")
+    };
 
     // --- set up sessions and clients ---
     let mut rigs = Vec::new();
@@ -340,12 +379,13 @@ pub async fn run_across(
             tx: mut rtx,
             rx: rrx,
             ..
-        } = connect_and_join(
+        } = connect_and_join_with(
             addr,
             &format!("dev:renderer:r{s}"),
             &id,
             source(conn_no, plan.sources),
             None,
+            renderer_fields,
         )
         .await?;
         conn_no += 1;
@@ -360,12 +400,13 @@ pub async fn run_across(
             let subs = connect_many(plan.participants, 128, |k| {
                 let id = id.clone();
                 async move {
-                    let j = connect_and_join(
+                    let j = connect_and_join_with(
                         at,
                         &format!("dev:participant:p{s}-{g}-{k}"),
                         &id,
                         source(base + k, plan.sources),
                         None,
+                        sub_fields,
                     )
                     .await?;
                     Ok((g, j.rx))
@@ -376,12 +417,13 @@ pub async fn run_across(
             subscribers.extend(subs);
         }
         if plan.operators {
-            let j = connect_and_join(
+            let j = connect_and_join_with(
                 addr,
                 &format!("dev:operator:o{s}"),
                 &id,
                 source(conn_no, plan.sources),
                 None,
+                sub_fields,
             )
             .await?;
             conn_no += 1;
@@ -426,11 +468,13 @@ pub async fn run_across(
                 last: vec![vec![0; total_events as usize]; plan.sessions],
                 first_measured: warmup_events,
                 deliveries: 0,
+                bytes: 0,
             }))
         })
         .collect();
     let estop_hist = Rc::new(RefCell::new(latency_histogram()));
     let estop_sent_at = Rc::new(Cell::new(0u64));
+    let send_lag = Rc::new(RefCell::new(latency_histogram()));
     let mut tallies = Vec::new();
     let mut tasks = Vec::new();
     let mut publishers = Vec::new();
@@ -466,9 +510,14 @@ pub async fn run_across(
             rig.id.clone(),
             plan.kind,
             pad.clone(),
-            period_ns,
-            start_ns + phase_ns,
-            total_events,
+            Pace {
+                period_ns,
+                start_ns: start_ns + phase_ns,
+                total: total_events,
+                first_measured: warmup_events,
+                stamp_sent: plan.stamp_sent,
+            },
+            send_lag.clone(),
             ack_rx,
             clock,
         )));
@@ -552,6 +601,8 @@ pub async fn run_across(
             latency: c.latency.clone(),
             last_delivery,
             estop,
+            send_lag: send_lag.borrow().clone(),
+            bytes: c.bytes,
             deliveries: c.deliveries,
             window,
             hub_cpu_seconds: cpu0[g].zip(cpu1[g]).map(|(a, b)| b - a),
@@ -579,13 +630,17 @@ async fn subscriber(
     clock: Clock,
 ) {
     while let Some(Ok(msg)) = rx.recv_message().await {
+        // The receive time is taken as each frame is read.
+        let now = clock.ns();
         let Message::Text(t) = msg else { continue };
         if let Some(p) = probe(t.as_bytes()) {
-            let now = clock.ns();
             tally.borrow_mut().record(p.i);
-            collector
-                .borrow_mut()
-                .record(session, p.i, now.saturating_sub(p.t) / 1000);
+            collector.borrow_mut().record(
+                session,
+                p.i,
+                now.saturating_sub(p.t) / 1000,
+                ws_frame_len(t.len()),
+            );
         }
     }
 }
@@ -624,18 +679,43 @@ async fn renderer_reader(
     }
 }
 
+/// Bytes of a server WebSocket frame with `payload` bytes (unmasked).
+fn ws_frame_len(payload: usize) -> usize {
+    payload
+        + match payload {
+            0..126 => 2,
+            126..65536 => 4,
+            _ => 10,
+        }
+}
+
+/// When a publisher sends.
+struct Pace {
+    period_ns: f64,
+    start_ns: u64,
+    total: u64,
+    first_measured: u64,
+    stamp_sent: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn publisher(
     mut tx: ClientSender,
     session: String,
     kind: EventKind,
     pad: String,
-    period_ns: f64,
-    start_ns: u64,
-    total: u64,
+    pace: Pace,
+    send_lag: Rc<RefCell<Histogram<u64>>>,
     mut acks: mpsc::UnboundedReceiver<Message>,
     clock: Clock,
 ) -> anyhow::Result<u64> {
+    let Pace {
+        period_ns,
+        start_ns,
+        total,
+        first_measured,
+        stamp_sent,
+    } = pace;
     let mut i: u64 = 0;
     let mut batch = Vec::with_capacity(256);
     let due = |i: u64| start_ns + (i as f64 * period_ns) as u64;
@@ -643,7 +723,11 @@ async fn publisher(
     while i < total {
         let now = clock.ns();
         while i < total && due(i) <= now && batch.len() < 1024 {
-            batch.push(event_message(&session, kind, i, due(i), &pad));
+            let stamp = if stamp_sent { clock.ns() } else { due(i) };
+            if i >= first_measured {
+                let _ = send_lag.borrow_mut().record(((now - due(i)) / 1000).max(1));
+            }
+            batch.push(event_message(&session, kind, i, stamp, &pad));
             i += 1;
         }
         while let Ok(ack) = acks.try_recv() {

@@ -132,6 +132,46 @@ impl Hub {
         }
     }
 
+    /// Starts the floor (`eva-floor`, next to the release hub) on a free
+    /// loopback port, pinned to `cpus`, and waits until it answers.
+    pub async fn spawn_floor(cpus: Option<&str>) -> anyhow::Result<Hub> {
+        let binary = Spawn::release_binary().with_file_name("eva-floor");
+        if !binary.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p eva-load`",
+                binary.display()
+            );
+        }
+        let port = free_port()?;
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().context("cannot start the floor")?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let hub = Hub {
+            addr,
+            metrics_addr: None,
+            pid: Some(child.id()),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(addr, "GET", "/healthz", None).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("the floor did not answer on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(hub)
+    }
+
     /// User + system CPU seconds the hub process has used so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds_of(self.pid?)

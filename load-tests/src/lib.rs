@@ -3,6 +3,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`engine`] | open-loop publishers and accounting subscribers for fan-out scenarios |
+//! | [`floor`] | the least a server must do to deliver the same events: the scenarios' floor |
 //! | [`cluster`] | two nodes on one Redis: same-node and cross-node fan-out |
 //! | [`idle`] | memory per idle connection |
 //! | [`storm`] | a reconnect storm with resume |
@@ -14,6 +15,7 @@
 pub mod accounting;
 pub mod cluster;
 pub mod engine;
+pub mod floor;
 pub mod hubproc;
 pub mod idle;
 pub mod report;

@@ -44,13 +44,17 @@ pub struct Probe {
     pub t: u64,
 }
 
-/// Reads a probe out of an `event` frame of a generator `custom` event, or
-/// of a `state` event whose topic the generator set to `i:t`.
+/// Reads a probe out of an `event` frame (or a compact event frame) of a
+/// generator `custom` event, or of a `state` event whose topic the
+/// generator set to `i:t`.
 pub fn probe(frame: &[u8]) -> Option<Probe> {
-    if !frame.starts_with(br#"{"type":"event""#) {
+    let seq = if frame.starts_with(br#"{"type":"event""#) {
+        u64_field(frame, br#""seq":"#)?
+    } else if frame.starts_with(br#"{"e":"#) {
+        u64_field(frame, br#""q":"#)?
+    } else {
         return None;
-    }
-    let seq = u64_field(frame, br#""seq":"#)?;
+    };
     if let Some(data) = find(frame, br#""data":{"#) {
         let rest = &frame[data..];
         return Some(Probe {
@@ -89,6 +93,15 @@ mod tests {
                 seq: 9,
                 i: 31,
                 t: 5000
+            })
+        );
+        let compact = br#"{"e":3,"q":42,"kind":"custom","name":"b","data":{"i":7,"t":123456789,"p":"xx"},"from":"r"}"#;
+        assert_eq!(
+            probe(compact),
+            Some(Probe {
+                seq: 42,
+                i: 7,
+                t: 123456789
             })
         );
         assert_eq!(probe(br#"{"type":"ack","id":"x"}"#), None);

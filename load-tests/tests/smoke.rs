@@ -55,6 +55,8 @@ fn fanout_with_operators_and_stops_loses_nothing() {
             kind: EventKind::Custom,
             sources: 1,
             estop_every: Some(Duration::from_millis(250)),
+            compact: false,
+            stamp_sent: false,
         };
         let o = eva_load::engine::run(&hub, &plan).await.unwrap();
         assert_eq!(
@@ -90,14 +92,14 @@ fn a_reconnect_storm_resumes_everyone_exactly() {
     });
 }
 
-/// An in-process node on the local Redis (`EVA_TEST_REDIS` or
-/// `redis://127.0.0.1:6379`) under `prefix`, sharing `store`.
+/// An in-process node on the test Redis (`EVA_TEST_REDIS`, or a private
+/// `redis-server`) under `prefix`, sharing `store`.
 async fn in_process_node(prefix: &str, node: &str, store: Arc<dyn Store>) -> Hub {
     let mut settings = Settings::defaults();
     settings.auth.dev = true;
     settings.store.database_url = "memory".into();
     settings.limits = eva_hub::config::LimitSettings::unlimited();
-    settings.redis.url = redis_url();
+    settings.redis.url = redis_url().into();
     settings.redis.prefix = prefix.to_owned();
     settings.redis.node_id = node.to_owned();
     let broker = RedisBroker::connect(&settings.redis, settings.session.history_size)
@@ -115,11 +117,14 @@ async fn in_process_node(prefix: &str, node: &str, store: Arc<dyn Store>) -> Hub
     Hub::external(addr, None)
 }
 
+#[path = "../../tests/common/services.rs"]
+mod services;
+
 fn redis_url() -> String {
-    std::env::var("EVA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    services::redis_url()
 }
 
-/// Needs the local Redis and fails (does not skip) without it.
+/// Needs Redis and fails (does not skip) without it.
 #[test]
 fn cluster_same_and_cross_node_subscribers_lose_nothing() {
     block_on(async {
@@ -141,6 +146,8 @@ fn cluster_same_and_cross_node_subscribers_lose_nothing() {
             kind: EventKind::Custom,
             sources: 1,
             estop_every: None,
+            compact: false,
+            stamp_sent: false,
         };
         let o = eva_load::cluster::run(&a, &b, &redis_url(), &plan)
             .await
@@ -155,5 +162,78 @@ fn cluster_same_and_cross_node_subscribers_lose_nothing() {
             assert_eq!(g.deliveries, g.sent * 5, "{name}: every measured event");
         }
         assert!(o.redis_cpu_s.is_some(), "Redis CPU is read from INFO");
+    });
+}
+
+/// Compact frames, the renderer without echo, and sender-stamped events:
+/// the same accounting holds, in fewer bytes.
+#[test]
+fn compact_frames_lose_nothing_and_are_smaller() {
+    block_on(async {
+        let hub = in_process_hub().await;
+        let mut plan = Plan {
+            sessions: 1,
+            participants: 20,
+            operators: false,
+            rate: 200.0,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(300),
+            payload: 128,
+            kind: EventKind::Custom,
+            sources: 1,
+            estop_every: None,
+            compact: false,
+            stamp_sent: true,
+        };
+        let full = eva_load::engine::run(&hub, &plan).await.unwrap();
+        plan.compact = true;
+        let compact = eva_load::engine::run(&hub, &plan).await.unwrap();
+        for o in [&full, &compact] {
+            assert_eq!(
+                (o.totals.lost, o.totals.duplicated, o.totals.reordered),
+                (0, 0, 0)
+            );
+            assert_eq!(o.deliveries, o.sent * 20);
+        }
+        assert!(
+            compact.bytes_per_delivery() < full.bytes_per_delivery(),
+            "{} vs {}",
+            compact.bytes_per_delivery(),
+            full.bytes_per_delivery()
+        );
+    });
+}
+
+/// The floor delivers the same scenario, stops included, without loss.
+#[test]
+fn the_floor_delivers_every_event() {
+    block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::task::spawn_local(eva_load::floor::serve(listener));
+        let floor = Hub::external(addr, None);
+        for compact in [false, true] {
+            let plan = Plan {
+                sessions: 2,
+                participants: 20,
+                operators: true,
+                rate: 200.0,
+                duration: Duration::from_secs(1),
+                warmup: Duration::from_millis(300),
+                payload: 128,
+                kind: EventKind::Custom,
+                sources: 1,
+                estop_every: Some(Duration::from_millis(250)),
+                compact,
+                stamp_sent: false,
+            };
+            let o = eva_load::engine::run(&floor, &plan).await.unwrap();
+            assert_eq!(
+                (o.totals.lost, o.totals.duplicated, o.totals.reordered),
+                (0, 0, 0)
+            );
+            assert_eq!(o.deliveries, o.sent * 2 * 21);
+            assert!(!o.estop.is_empty(), "stops reached the renderer");
+        }
     });
 }

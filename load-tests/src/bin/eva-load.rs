@@ -51,6 +51,11 @@ struct HubArgs {
     /// Name of this run's result files.
     #[arg(long, global = true)]
     label: Option<String>,
+    /// Also run the scenario against the floor (`eva-floor`, the least a
+    /// server must do to deliver the same frames, pinned like the hub)
+    /// right after the hub, and report the hub as a ratio to it.
+    #[arg(long, global = true)]
+    floor: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +170,13 @@ struct Load {
     /// Loopback source addresses to spread connections over.
     #[arg(long, default_value_t = 8)]
     sources: usize,
+    /// Subscribers join with `compact: true`, the renderer with
+    /// `echo: false`.
+    #[arg(long)]
+    compact: bool,
+    /// Stamp events when written rather than when due (see `Plan`).
+    #[arg(long)]
+    stamp_sent: bool,
 }
 
 impl Load {
@@ -189,6 +201,8 @@ impl Load {
             },
             sources: self.sources,
             estop_every: estop,
+            compact: self.compact,
+            stamp_sent: self.stamp_sent,
         })
     }
 }
@@ -217,6 +231,83 @@ async fn hub(args: &HubArgs) -> anyhow::Result<Hub> {
     .await
 }
 
+/// What one scenario measured on the hub and, with `--floor`, on the
+/// floor right after it under the same plan and pinning.
+struct Measured {
+    hub: Outcome,
+    floor: Option<Outcome>,
+}
+
+async fn measure(args: &HubArgs, plan: &Plan) -> anyhow::Result<Measured> {
+    let hub_outcome = {
+        let hub = hub(args).await?;
+        eva_load::engine::run(&hub, plan).await?
+        // The hub stops here, before the floor starts on its core.
+    };
+    let floor = if args.floor {
+        let cpus = (args.hub_cpus != "none").then_some(args.hub_cpus.as_str());
+        let floor = Hub::spawn_floor(cpus).await?;
+        Some(eva_load::engine::run(&floor, plan).await?)
+    } else {
+        None
+    };
+    Ok(Measured {
+        hub: hub_outcome,
+        floor,
+    })
+}
+
+impl Measured {
+    fn json(&self, plan: &Plan) -> Value {
+        let mut j = summary(plan, &self.hub);
+        if let Some(f) = &self.floor {
+            j["floor"] = summary(plan, f);
+            j["ratio_to_floor"] = self.ratios().unwrap_or(Value::Null);
+        }
+        j
+    }
+
+    /// Hub ÷ floor for CPU per 1M deliveries and the latency percentiles.
+    fn ratios(&self) -> Option<Value> {
+        let f = self.floor.as_ref()?;
+        let h = &self.hub;
+        let q = |a: &hdrhistogram::Histogram<u64>, b: &hdrhistogram::Histogram<u64>, p: f64| {
+            a.value_at_quantile(p) as f64 / b.value_at_quantile(p).max(1) as f64
+        };
+        Some(json!({
+            "cpu_per_million": h.cpu_seconds_per_million().zip(f.cpu_seconds_per_million()).map(|(a, b)| a / b),
+            "p50": q(&h.latency, &f.latency, 0.5),
+            "p99": q(&h.latency, &f.latency, 0.99),
+            "last_delivery_p99": q(&h.last_delivery, &f.last_delivery, 0.99),
+            "estop_p99": (!h.estop.is_empty() && !f.estop.is_empty()).then(|| q(&h.estop, &f.estop, 0.99)),
+        }))
+    }
+
+    fn markdown(&self, label: &str, plan: &Plan) -> String {
+        let mut md = format!("{TABLE_HEAD}\n{}\n", markdown_row(label, plan, &self.hub));
+        if let Some(f) = &self.floor {
+            md.push_str(&markdown_row(&format!("{label} (floor)"), plan, f));
+            md.push('\n');
+        }
+        if let Some(r) = self.ratios() {
+            let x = |v: &Value| {
+                v.as_f64()
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "n/a".into())
+            };
+            md.push_str(&format!(
+                "\nHub ÷ floor: CPU per 1M deliveries {}, p50 {}, p99 {}, last-delivery p99 {}, emergency stop p99 {}\n",
+                x(&r["cpu_per_million"]),
+                x(&r["p50"]),
+                x(&r["p99"]),
+                x(&r["last_delivery_p99"]),
+                x(&r["estop_p99"]),
+            ));
+        }
+        md
+    }
+}
+
 fn summary(plan: &Plan, o: &Outcome) -> Value {
     json!({
         "plan": plan,
@@ -231,13 +322,15 @@ fn summary(plan: &Plan, o: &Outcome) -> Value {
         "latency": percentiles_ms(&o.latency),
         "last_delivery": percentiles_ms(&o.last_delivery),
         "emergency_stop": (!o.estop.is_empty()).then(|| percentiles_ms(&o.estop)),
+        "send_lag": percentiles_ms(&o.send_lag),
+        "bytes_per_delivery": o.bytes_per_delivery(),
     })
 }
 
 fn markdown_row(label: &str, plan: &Plan, o: &Outcome) -> String {
     let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     format!(
-        "| {label} | {}×{} | {:.0}/s | {:.0} | {} / {} / {} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {label} | {}×{} | {:.0}/s | {:.0} | {} / {} / {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
         plan.sessions,
         plan.participants + usize::from(plan.operators),
         plan.rate,
@@ -251,10 +344,11 @@ fn markdown_row(label: &str, plan: &Plan, o: &Outcome) -> String {
         o.cpu_seconds_per_million()
             .map(|c| format!("{c:.2}"))
             .unwrap_or_else(|| "n/a".into()),
+        o.bytes_per_delivery(),
     )
 }
 
-const TABLE_HEAD: &str = "| run | sessions×receivers | rate/session | deliveries/s | lost / dup / reordered | p50 ms | p99 ms | last-delivery p99 ms | hub CPU-s per 1M |\n|---|---|---|---|---|---|---|---|---|";
+const TABLE_HEAD: &str = "| run | sessions×receivers | rate/session | deliveries/s | lost / dup / reordered | p50 ms | p99 ms | last-delivery p99 ms | hub CPU-s per 1M | bytes per delivery |\n|---|---|---|---|---|---|---|---|---|---|";
 
 fn save(
     scenario: &str,
@@ -285,19 +379,22 @@ async fn fanout(cli: &Cli, load: &Load, sweep: bool, limit_ms: f64) -> anyhow::R
         .clone()
         .unwrap_or_else(|| format!("n{}-r{}", load.participants, load.rate));
     if !sweep {
-        let hub = hub(&cli.hub).await?;
         let plan = load.plan(1, false, None)?;
-        let o = eva_load::engine::run(&hub, &plan).await?;
-        let md = format!("{TABLE_HEAD}\n{}\n", markdown_row(&label, &plan, &o));
+        let m = measure(&cli.hub, &plan).await?;
+        let mut plots = vec![
+            ("all deliveries".into(), &m.hub.latency),
+            ("last delivery".into(), &m.hub.last_delivery),
+        ];
+        if let Some(f) = &m.floor {
+            plots.push(("floor: all deliveries".into(), &f.latency));
+            plots.push(("floor: last delivery".into(), &f.last_delivery));
+        }
         return save(
             "fanout",
             &label,
-            &summary(&plan, &o),
-            &md,
-            &[
-                ("all deliveries".into(), &o.latency),
-                ("last delivery".into(), &o.last_delivery),
-            ],
+            &m.json(&plan),
+            &m.markdown(&label, &plan),
+            &plots,
         );
     }
     let mut rate = load.rate;
@@ -399,6 +496,8 @@ async fn cluster(
             kind: EventKind::Custom,
             sources: 8,
             estop_every: None,
+            compact: false,
+            stamp_sent: false,
         };
         let nodes = Nodes::start(&spec).await?;
         eprintln!(
@@ -473,27 +572,35 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout { load, sweep, p99_limit_ms } => fanout(&cli, load, *sweep, *p99_limit_ms).await,
             Scenario::Sessions { sessions, load } => {
                 let label = cli.hub.label.clone().unwrap_or_else(|| format!("s{sessions}-n{}-r{}", load.participants, load.rate));
-                let hub = hub(&cli.hub).await?;
                 let plan = load.plan(*sessions, true, None)?;
-                let o = eva_load::engine::run(&hub, &plan).await?;
-                let md = format!("{TABLE_HEAD}\n{}\n", markdown_row(&label, &plan, &o));
-                save("sessions", &label, &summary(&plan, &o), &md, &[("all deliveries".into(), &o.latency)])
+                let m = measure(&cli.hub, &plan).await?;
+                let mut plots = vec![("all deliveries".into(), &m.hub.latency)];
+                if let Some(f) = &m.floor {
+                    plots.push(("floor: all deliveries".into(), &f.latency));
+                }
+                save("sessions", &label, &m.json(&plan), &m.markdown(&label, &plan), &plots)
             }
             Scenario::Estop { load, every_ms } => {
                 let label = cli.hub.label.clone().unwrap_or_else(|| format!("n{}-r{}", load.participants, load.rate));
-                let hub = hub(&cli.hub).await?;
                 let plan = load.plan(1, false, Some(Duration::from_millis(*every_ms)))?;
-                let o = eva_load::engine::run(&hub, &plan).await?;
-                let e = |q: f64| o.estop.value_at_quantile(q) as f64 / 1000.0;
-                let md = format!(
-                    "{TABLE_HEAD}\n{}\n\nEmergency stop to renderer ({} stops): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
-                    markdown_row(&label, &plan, &o),
-                    o.estop.len(),
-                    e(0.5),
-                    e(0.99),
-                    o.estop.max() as f64 / 1000.0
-                );
-                save("estop", &label, &summary(&plan, &o), &md, &[("emergency stop".into(), &o.estop), ("fan-out".into(), &o.latency)])
+                let m = measure(&cli.hub, &plan).await?;
+                let stops = |name: &str, o: &Outcome| {
+                    let e = |q: f64| o.estop.value_at_quantile(q) as f64 / 1000.0;
+                    format!(
+                        "Emergency stop to renderer, {name} ({} stops): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+                        o.estop.len(),
+                        e(0.5),
+                        e(0.99),
+                        o.estop.max() as f64 / 1000.0
+                    )
+                };
+                let mut md = format!("{}\n{}", m.markdown(&label, &plan), stops("hub", &m.hub));
+                let mut plots = vec![("emergency stop".into(), &m.hub.estop), ("fan-out".into(), &m.hub.latency)];
+                if let Some(f) = &m.floor {
+                    md.push_str(&stops("floor", f));
+                    plots.push(("floor: emergency stop".into(), &f.estop));
+                }
+                save("estop", &label, &m.json(&plan), &md, &plots)
             }
             Scenario::Idle { connections, per_session, sources, no_join, settle_s } => {
                 let hub = hub(&cli.hub).await?;

@@ -23,6 +23,10 @@ use clap::{Parser, ValueEnum};
 use eva_hub::ids::{EventId, SessionId, TenantId};
 use eva_hub::store::postgres::PostgresStore;
 use eva_hub::store::sqlite::SqliteStore;
+use eva_hub::store::webhooks::{
+    AttemptOutcome, ClaimRequest, Claimed, DeliveryRecord, DisabledEndpoint, ReplayFrom,
+    WebhookPatch, WebhookRecord, WebhookStore,
+};
 use eva_hub::store::writer::{Ack, BatchWriter, WriterConfig};
 use eva_hub::store::{
     AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MessageType, MetricRow, Page,
@@ -103,6 +107,63 @@ struct TimedStore {
     inner: Arc<dyn Store>,
     flushes: Mutex<Histogram<u64>>,
     rows: AtomicU64,
+}
+
+/// Webhook calls pass through untimed.
+#[async_trait]
+impl WebhookStore for TimedStore {
+    async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+        self.inner.create_webhook(w).await
+    }
+    async fn list_webhooks(&self, t: TenantId) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.inner.list_webhooks(t).await
+    }
+    async fn get_webhook(
+        &self,
+        t: TenantId,
+        id: Uuid,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        self.inner.get_webhook(t, id).await
+    }
+    async fn update_webhook(
+        &self,
+        t: TenantId,
+        id: Uuid,
+        patch: &WebhookPatch,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        self.inner.update_webhook(t, id, patch).await
+    }
+    async fn delete_webhook(&self, t: TenantId, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_webhook(t, id).await
+    }
+    async fn webhook_deliveries(
+        &self,
+        w: Uuid,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.inner.webhook_deliveries(w, before, limit).await
+    }
+    async fn claim_webhook_deliveries(&self, req: &ClaimRequest) -> Result<Claimed, StoreError> {
+        self.inner.claim_webhook_deliveries(req).await
+    }
+    async fn record_webhook_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+        disable_after: i32,
+    ) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        self.inner
+            .record_webhook_attempts(outcomes, disable_after)
+            .await
+    }
+    async fn replay_webhook_deliveries(
+        &self,
+        w: Uuid,
+        from: ReplayFrom,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.replay_webhook_deliveries(w, from, now).await
+    }
 }
 
 #[async_trait]
