@@ -18,8 +18,8 @@ use super::webhooks::{
     WebhookPatch, WebhookRecord, WebhookStore,
 };
 use super::{
-    AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MetricRow, Page, ParticipantRow, Row,
-    SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
+    AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MessageType, MetricRow, Page,
+    ParticipantRow, Row, SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
 };
 use crate::ids::{SessionId, TenantId};
 
@@ -31,9 +31,14 @@ pub(super) struct Tables {
     sessions: HashMap<SessionId, SessionRecord>,
     conversations: Vec<ConversationRow>,
     conversation_ids: HashMap<Uuid, usize>,
+    /// The unique `(session, message type, sender, client_msg_id)` of the
+    /// SQL stores, so a resend is found without reading every row.
+    conversation_keys: HashSet<(SessionId, MessageType, String, String)>,
     question_responses: HashMap<Uuid, super::QuestionResponseRow>,
     interventions: Vec<InterventionRow>,
     intervention_ids: HashMap<Uuid, usize>,
+    /// The unique `(session, operator, client_msg_id)`.
+    intervention_keys: HashSet<(SessionId, String, String)>,
     alerts: Vec<AlertRow>,
     alert_ids: HashMap<Uuid, usize>,
     metrics: Vec<MetricRow>,
@@ -109,17 +114,21 @@ impl Tables {
     fn apply(&mut self, row: &Row) {
         match row {
             Row::Conversation(c) => {
-                let duplicate = self.conversation_ids.contains_key(&c.id.0)
-                    || c.client_msg_id.as_ref().is_some_and(|cid| {
-                        self.conversations.iter().any(|o| {
-                            o.session_id == c.session_id
-                                && o.message_type == c.message_type
-                                && o.sender() == c.sender()
-                                && c.sender().is_some()
-                                && o.client_msg_id.as_ref() == Some(cid)
-                        })
+                let key = c
+                    .client_msg_id
+                    .as_ref()
+                    .zip(c.sender())
+                    .map(|(cid, sender)| {
+                        (c.session_id, c.message_type, sender.to_owned(), cid.clone())
                     });
+                let duplicate = self.conversation_ids.contains_key(&c.id.0)
+                    || key
+                        .as_ref()
+                        .is_some_and(|k| self.conversation_keys.contains(k));
                 if !duplicate {
+                    if let Some(k) = key {
+                        self.conversation_keys.insert(k);
+                    }
                     self.conversation_ids
                         .insert(c.id.0, self.conversations.len());
                     self.conversations.push(c.clone());
@@ -135,15 +144,18 @@ impl Tables {
                 }
             }
             Row::Intervention(i) => {
+                let key = i
+                    .client_msg_id
+                    .as_ref()
+                    .map(|cid| (i.session_id, i.operator_id.clone(), cid.clone()));
                 let duplicate = self.intervention_ids.contains_key(&i.id.0)
-                    || i.client_msg_id.as_ref().is_some_and(|cid| {
-                        self.interventions.iter().any(|o| {
-                            o.session_id == i.session_id
-                                && o.operator_id == i.operator_id
-                                && o.client_msg_id.as_ref() == Some(cid)
-                        })
-                    });
+                    || key
+                        .as_ref()
+                        .is_some_and(|k| self.intervention_keys.contains(k));
                 if !duplicate {
+                    if let Some(k) = key {
+                        self.intervention_keys.insert(k);
+                    }
                     self.intervention_ids
                         .insert(i.id.0, self.interventions.len());
                     self.interventions.push(i.clone());
