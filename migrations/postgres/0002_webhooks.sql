@@ -47,6 +47,7 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (webhook_id, msg_id, replay)
 );
 
-CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+-- Claims read each endpoint's due rows in order, never another's backlog.
+CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(webhook_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX idx_webhook_deliveries_webhook ON webhook_deliveries(webhook_id, id);
 CREATE INDEX idx_webhook_deliveries_created ON webhook_deliveries(webhook_id, created_at);

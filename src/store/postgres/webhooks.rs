@@ -247,18 +247,20 @@ impl WebhookStore for PostgresStore {
     }
 
     async fn claim_webhook_deliveries(&self, req: &ClaimRequest) -> Result<Claimed, StoreError> {
-        // The UPDATE checks `next_attempt_at` again under the row lock:
-        // of two nodes claiming the same row, the second finds it leased
-        // and skips it.
+        // Endpoint by endpoint, each through the (webhook_id,
+        // next_attempt_at) index and at most `per_endpoint` rows: the
+        // backlog of an endpoint being skipped is never read. The UPDATE
+        // checks `next_attempt_at` again under the row lock: of two nodes
+        // claiming the same row, the second finds it leased and skips it.
         let q = format!(
             "UPDATE webhook_deliveries AS d SET next_attempt_at = $2 \
-             FROM (SELECT id FROM (SELECT id, next_attempt_at, row_number() OVER \
-                       (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n \
-                   FROM webhook_deliveries \
-                   WHERE status = 'pending' AND next_attempt_at <= $1 \
-                     AND NOT (webhook_id = ANY($5)) \
-                     AND (cardinality($6::uuid[]) = 0 OR webhook_id = ANY($6))) ranked \
-                   WHERE n <= $4 ORDER BY next_attempt_at, id LIMIT $3) AS due \
+             FROM (SELECT c.id FROM webhooks w CROSS JOIN LATERAL \
+                       (SELECT id, next_attempt_at FROM webhook_deliveries \
+                        WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= $1 \
+                        ORDER BY next_attempt_at, id LIMIT $4) c \
+                   WHERE NOT (w.id = ANY($5)) \
+                     AND (cardinality($6::uuid[]) = 0 OR w.id = ANY($6)) \
+                   ORDER BY c.next_attempt_at, c.id LIMIT $3) AS due \
              WHERE d.id = due.id AND d.status = 'pending' AND d.next_attempt_at <= $1 \
              RETURNING {}",
             DELIVERY_COLUMNS

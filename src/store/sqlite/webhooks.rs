@@ -261,6 +261,9 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn claim_webhook_deliveries(&self, req: &ClaimRequest) -> Result<Claimed, StoreError> {
+        // Endpoint by endpoint, each through the (webhook_id,
+        // next_attempt_at) index and at most `per_endpoint` rows: the
+        // backlog of an endpoint being skipped is never read.
         let skip = serde_json::Value::from(
             req.skip
                 .iter()
@@ -277,13 +280,13 @@ impl WebhookStore for SqliteStore {
         .to_string();
         let q = format!(
             "UPDATE webhook_deliveries SET next_attempt_at = ?2 \
-             WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, row_number() OVER \
-                       (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n \
-                   FROM webhook_deliveries \
-                   WHERE status = 'pending' AND next_attempt_at <= ?1 \
-                     AND webhook_id NOT IN (SELECT value FROM json_each(?5)) \
-                     AND (?6 = '[]' OR webhook_id IN (SELECT value FROM json_each(?6)))) \
-                   WHERE n <= ?4 ORDER BY next_attempt_at, id LIMIT ?3) \
+             WHERE id IN (SELECT d.id FROM webhooks w JOIN webhook_deliveries d \
+                   ON d.id IN (SELECT id FROM webhook_deliveries \
+                       WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= ?1 \
+                       ORDER BY next_attempt_at, id LIMIT ?4) \
+                   WHERE w.id NOT IN (SELECT value FROM json_each(?5)) \
+                     AND (?6 = '[]' OR w.id IN (SELECT value FROM json_each(?6))) \
+                   ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
              AND status = 'pending' AND next_attempt_at <= ?1 \
              RETURNING {DELIVERY_COLUMNS}"
         );

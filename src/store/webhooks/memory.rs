@@ -2,7 +2,7 @@
 //! lock (so a batch's deliveries appear with its other rows, all at
 //! once); `store::memory` implements [`super::WebhookStore`] with them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -22,9 +22,10 @@ pub(crate) struct WebhookTables {
     deliveries: Vec<DeliveryRecord>,
     /// `(endpoint, msg_id, replay)` → position, the unique key.
     keys: HashMap<(Uuid, String, i32), usize>,
-    /// Pending deliveries by `(next_attempt_at, id)`: what a claim reads,
-    /// so it never scans delivered rows.
-    due: BTreeSet<(DateTime<Utc>, i64)>,
+    /// Pending deliveries per endpoint by `(next_attempt_at, id)`: what a
+    /// claim reads, so it never scans delivered rows, nor the backlog of an
+    /// endpoint it skips (a hanging endpoint's grows by every event).
+    due: HashMap<Uuid, BTreeSet<(DateTime<Utc>, i64)>>,
 }
 
 impl WebhookTables {
@@ -64,7 +65,7 @@ impl WebhookTables {
         }
         self.keys.insert(key, self.deliveries.len());
         let id = self.deliveries.len() as i64 + 1;
-        self.due.insert((at, id));
+        self.due.entry(webhook_id).or_default().insert((at, id));
         self.deliveries.push(DeliveryRecord {
             id,
             webhook_id,
@@ -179,13 +180,11 @@ impl WebhookTables {
             .retain(|w| !(w.id == id && w.tenant == tenant));
         let deleted = self.endpoints.len() < before;
         if deleted {
+            self.due.remove(&id);
             // Keep positions (they are ids); mark the rows as gone.
             for d in self.deliveries.iter_mut() {
                 if d.webhook_id == id {
                     d.webhook_id = Uuid::nil();
-                    if d.status == DeliveryStatus::Pending {
-                        self.due.remove(&(d.next_attempt_at, d.id));
-                    }
                     d.status = DeliveryStatus::Failed;
                 }
             }
@@ -214,38 +213,39 @@ impl WebhookTables {
         req: &ClaimRequest,
     ) -> Result<Claimed, StoreError> {
         let w = self;
-        let due: Vec<(DateTime<Utc>, i64)> = w
-            .due
-            .iter()
-            .take_while(|(at, _)| *at <= req.now)
-            .copied()
-            .collect();
-        let mut per: HashMap<Uuid, usize> = HashMap::new();
+        // The first `per_endpoint` due rows of every endpoint that may be
+        // claimed from, then the earliest `limit` of those.
+        let mut due: Vec<(DateTime<Utc>, i64, Uuid)> = Vec::new();
+        for (webhook, pending) in &w.due {
+            if req.skip.contains(webhook) || !(req.only.is_empty() || req.only.contains(webhook)) {
+                continue;
+            }
+            due.extend(
+                pending
+                    .iter()
+                    .take_while(|(at, _)| *at <= req.now)
+                    .take(req.per_endpoint)
+                    .map(|(at, id)| (*at, *id, *webhook)),
+            );
+        }
+        due.sort_unstable();
+        due.truncate(req.limit);
         let mut claimed = Claimed::default();
-        for (at, id) in due {
-            if claimed.deliveries.len() >= req.limit {
-                break;
+        let mut from: HashSet<Uuid> = HashSet::new();
+        for (at, id, webhook) in due {
+            if let Some(pending) = w.due.get_mut(&webhook) {
+                pending.remove(&(at, id));
+                pending.insert((req.lease_until, id));
             }
             let i = (id - 1) as usize;
-            let webhook = w.deliveries[i].webhook_id;
-            if req.skip.contains(&webhook) || !(req.only.is_empty() || req.only.contains(&webhook))
-            {
-                continue;
-            }
-            let n = per.entry(webhook).or_default();
-            if *n >= req.per_endpoint {
-                continue;
-            }
-            *n += 1;
-            w.due.remove(&(at, id));
-            w.due.insert((req.lease_until, id));
             w.deliveries[i].next_attempt_at = req.lease_until;
             claimed.deliveries.push(w.deliveries[i].clone());
+            from.insert(webhook);
         }
         claimed.endpoints = w
             .endpoints
             .iter()
-            .filter(|e| per.contains_key(&e.id))
+            .filter(|e| from.contains(&e.id))
             .cloned()
             .collect();
         Ok(claimed)
@@ -259,8 +259,10 @@ impl WebhookTables {
         let w = self;
         let mut disabled = Vec::new();
         for o in outcomes {
+            let mut moved = None;
             if let Some(d) = w.delivery_mut(o.delivery_id) {
                 let was = (d.status == DeliveryStatus::Pending).then_some(d.next_attempt_at);
+                moved = Some((d.webhook_id, was));
                 d.status = o.status;
                 d.next_attempt_at = o.next_attempt_at;
                 if o.attempted {
@@ -272,11 +274,14 @@ impl WebhookTables {
                 if o.status == DeliveryStatus::Delivered {
                     d.delivered_at = Some(o.at);
                 }
+            }
+            if let Some((webhook, was)) = moved {
+                let pending = w.due.entry(webhook).or_default();
                 if let Some(at) = was {
-                    w.due.remove(&(at, o.delivery_id));
+                    pending.remove(&(at, o.delivery_id));
                 }
                 if o.status == DeliveryStatus::Pending {
-                    w.due.insert((o.next_attempt_at, o.delivery_id));
+                    pending.insert((o.next_attempt_at, o.delivery_id));
                 }
             }
             if !o.attempted {
