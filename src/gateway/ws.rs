@@ -71,7 +71,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
     responses(
         (status = 101, description = "Switched to WebSocket with the chosen subprotocol"),
         (status = 400, description = "Not a WebSocket handshake, or no supported subprotocol", body = ErrorBody),
-        (status = 401, description = "A bad token in `Authorization`, or neither `Origin` nor `Authorization`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: a bad token in `Authorization`, or neither `Origin` nor `Authorization` (outside `--dev`); `token_expired`: a genuine token whose time is up (fetch a fresh one)", body = ErrorBody),
         (status = 403, description = "The origin is not allowed, or the credentials do not allow this", body = ErrorBody),
         (status = 429, description = "Too many connections from this address or tenant", body = ErrorBody),
         (status = 503, description = "The hub is shutting down", body = ErrorBody),
