@@ -75,6 +75,9 @@ struct Cli {
     hub_cpus: String,
     #[arg(long, default_value = "run")]
     label: String,
+    /// Where the hub's log goes (default: discarded).
+    #[arg(long)]
+    hub_log: Option<std::path::PathBuf>,
 }
 
 /// What the receiver saw.
@@ -249,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
         binary: Spawn::release_binary(),
         cpus: (!cli.hub_cpus.is_empty()).then(|| cli.hub_cpus.clone()),
         env,
-        log: None,
+        log: cli.hub_log.clone(),
     })
     .await?;
     let receiver = Arc::new(Receiver {
