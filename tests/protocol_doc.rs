@@ -6,6 +6,8 @@
 
 use std::collections::BTreeSet;
 
+use eva_hub::config::Settings;
+use eva_hub::hub::check_frame;
 use eva_hub::protocol::model::Event;
 use eva_hub::protocol::{ClientFrame, ServerFrame};
 use serde_json::Value;
@@ -60,13 +62,17 @@ const CLIENT_TYPES: &[&str] = &[
 
 #[test]
 fn every_example_frame_and_event_decodes() {
+    let max_text = Settings::defaults().session.max_text_bytes;
     let mut frames = 0;
     for v in examples() {
         if let Some(t) = v.get("type").and_then(Value::as_str) {
             frames += 1;
             if CLIENT_TYPES.contains(&t) {
-                if let Err(e) = serde_json::from_value::<ClientFrame>(v.clone()) {
-                    panic!("client frame does not decode ({e}): {v}");
+                let frame = serde_json::from_value::<ClientFrame>(v.clone())
+                    .unwrap_or_else(|e| panic!("client frame does not decode ({e}): {v}"));
+                // Examples show frames the hub accepts, not ones it refuses.
+                if let Err(e) = check_frame(&frame, max_text) {
+                    panic!("client frame fails its checks ({e}): {v}");
                 }
             } else if let Err(e) = serde_json::from_value::<ServerFrame>(v.clone()) {
                 panic!("server frame does not decode ({e}): {v}");

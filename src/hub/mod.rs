@@ -57,6 +57,7 @@ pub use self::core::{Hub, HubInner};
 pub use client::{Client, Next};
 pub use error::{HubError, refuse};
 pub use lifecycle::{LiveView, NewSession, SessionView};
+pub use validate::check_frame;
 
 impl Hub {
     /// Builds the hub and starts its timer and ticker tasks.

@@ -3,11 +3,13 @@
 //! (the renderer lease, dedupe, a live session). Each refuses with the
 //! error code a client can act on.
 
+use serde_json::Value;
+
 use super::error::{HubError, refuse};
 use crate::connection::ConnHandle;
 use crate::identity::Identity;
-use crate::protocol::ErrorCode;
-use crate::protocol::model::{RendererMetrics, Role, StatePatch};
+use crate::protocol::model::{Command, RendererMetrics, Role, StatePatch};
+use crate::protocol::{ClientFrame, ErrorCode};
 use crate::session::Replica;
 
 /// Refused with `forbidden` unless the connection has `role`.
@@ -153,5 +155,109 @@ pub(crate) fn live(g: &Replica) -> Result<(), HubError> {
         Err(refuse(ErrorCode::SessionEnded, "the session has ended"))
     } else {
         Ok(())
+    }
+}
+
+pub(crate) fn validate_context(context: &Value) -> Result<(), HubError> {
+    if context.is_object() {
+        Ok(())
+    } else {
+        Err(refuse(ErrorCode::Invalid, "context must be a JSON object"))
+    }
+}
+
+pub(crate) fn validate_response(
+    text: &str,
+    confidence: f64,
+    intent: Option<&str>,
+    knowledge_sources: &[String],
+    max_text: usize,
+) -> Result<(), HubError> {
+    validate_text("text", text, max_text)?;
+    if !(0.0..=1.0).contains(&confidence) {
+        return Err(refuse(
+            ErrorCode::Invalid,
+            "confidence is a fraction in [0, 1]",
+        ));
+    }
+    validate_short("intent", intent, 100)?;
+    if knowledge_sources.len() > 64 || knowledge_sources.iter().any(|k| k.len() > 500) {
+        return Err(refuse(
+            ErrorCode::Invalid,
+            "at most 64 knowledge_sources of at most 500 bytes",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_command(command: &Command, max_text: usize) -> Result<(), HubError> {
+    match command {
+        Command::Say { text } => validate_text("text", text, max_text),
+        Command::GotoSlide { slide } if *slide < 0 => {
+            Err(refuse(ErrorCode::Invalid, "slide must not be negative"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The checks of a frame's own fields, the ones its family runs before it
+/// consults a session: sizes, formats and ranges, with the same refusals.
+/// Role, lease, dedupe and session state are left to the family, which
+/// needs a connection and a replica for them.
+///
+/// Public so that tests and the fuzz targets (`fuzz/`) can drive
+/// decode-then-validate without a hub; the hub itself calls the field
+/// checks from each family, after the role check.
+///
+/// # Errors
+/// The [`HubError`] the frame's family would refuse it with.
+pub fn check_frame(frame: &ClientFrame, max_text: usize) -> Result<(), HubError> {
+    match frame {
+        ClientFrame::Join { name, .. } => validate_short("name", name.as_deref(), 255),
+        ClientFrame::State { state, .. } => validate_patch(state),
+        ClientFrame::Context { context, .. } => validate_context(context),
+        ClientFrame::Metrics { metrics, .. } => validate_metrics(metrics),
+        ClientFrame::Status { reason, .. } => validate_short("reason", reason.as_deref(), 1000),
+        ClientFrame::Response {
+            id,
+            text,
+            confidence,
+            intent,
+            knowledge_sources,
+            ..
+        } => {
+            validate_id(id)?;
+            validate_response(
+                text,
+                *confidence,
+                intent.as_deref(),
+                knowledge_sources,
+                max_text,
+            )
+        }
+        ClientFrame::Question { id, text, .. }
+        | ClientFrame::Suggestion { id, text, .. }
+        | ClientFrame::Correction { id, text, .. } => {
+            validate_id(id)?;
+            validate_text("text", text, max_text)
+        }
+        ClientFrame::Takeover { reason, .. } => validate_short("reason", reason.as_deref(), 255),
+        ClientFrame::Command { id, command, .. } => {
+            validate_id(id)?;
+            validate_command(command, max_text)
+        }
+        ClientFrame::EmergencyStop { id, reason, .. } => {
+            validate_id(id)?;
+            validate_short("reason", reason.as_deref(), 255)
+        }
+        ClientFrame::Publish { name, .. } => validate_event_name(name),
+        ClientFrame::Auth { .. }
+        | ClientFrame::Leave { .. }
+        | ClientFrame::CommandAck { .. }
+        | ClientFrame::Release { .. }
+        | ClientFrame::Approve { .. }
+        | ClientFrame::AckAlert { .. }
+        | ClientFrame::ListSessions { .. }
+        | ClientFrame::Ping { .. } => Ok(()),
     }
 }

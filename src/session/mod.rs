@@ -28,3 +28,8 @@ pub use replica::{
     Applied, Attached, Replica, ReplicaLimits, Seen, Session, View, member_key, ref_id,
 };
 pub use snapshot::{ReplicaSnapshot, SnapshotError};
+
+// The fold, property-tested: resuming from any snapshot gives the live
+// state.
+#[cfg(test)]
+mod fold_props;

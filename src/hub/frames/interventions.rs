@@ -12,7 +12,9 @@ use crate::hub::core::Hub;
 use crate::hub::error::{HubError, refuse};
 use crate::hub::rows::{conversation, intervention, ts};
 use crate::hub::timers::Job;
-use crate::hub::validate::{dedupe, live, require, validate_id, validate_short, validate_text};
+use crate::hub::validate::{
+    dedupe, live, require, validate_command, validate_id, validate_short, validate_text,
+};
 use crate::identity::Identity;
 use crate::ids::{EventId, SessionId};
 use crate::protocol::frames::ClientMsgId;
@@ -63,14 +65,7 @@ impl Hub {
     ) -> Result<(), HubError> {
         require(me, Role::Operator, "command the renderer")?;
         validate_id(&id)?;
-        if let Command::Say { text } = &command {
-            validate_text("text", text, self.settings.session.max_text_bytes)?;
-        }
-        if let Command::GotoSlide { slide } = command
-            && slide < 0
-        {
-            return Err(refuse(ErrorCode::Invalid, "slide must not be negative"));
-        }
+        validate_command(&command, self.settings.session.max_text_bytes)?;
         let s = client.joined(session)?;
         self.issue_command(client, &s, id, command).await
     }

@@ -8,15 +8,14 @@ use serde_json::json;
 
 use crate::hub::client::Client;
 use crate::hub::core::Hub;
-use crate::hub::error::{HubError, refuse};
+use crate::hub::error::HubError;
 use crate::hub::rows::{conversation, ts};
 use crate::hub::validate::{
-    dedupe, lease, live, require, validate_id, validate_short, validate_text,
+    dedupe, lease, live, require, validate_id, validate_response, validate_text,
 };
 use crate::identity::Identity;
 use crate::ids::{EventId, SessionId};
 use crate::metrics as m;
-use crate::protocol::ErrorCode;
 use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{Event, ResponseBody, Role};
 use crate::session::Session;
@@ -55,21 +54,13 @@ impl Hub {
     ) -> Result<(), HubError> {
         require(me, Role::Renderer, "answer")?;
         validate_id(&id)?;
-        validate_text("text", &body.text, self.settings.session.max_text_bytes)?;
-        if !(0.0..=1.0).contains(&body.confidence) {
-            return Err(refuse(
-                ErrorCode::Invalid,
-                "confidence is a fraction in [0, 1]",
-            ));
-        }
-        validate_short("intent", body.intent.as_deref(), 100)?;
-        if body.knowledge_sources.len() > 64 || body.knowledge_sources.iter().any(|k| k.len() > 500)
-        {
-            return Err(refuse(
-                ErrorCode::Invalid,
-                "at most 64 knowledge_sources of at most 500 bytes",
-            ));
-        }
+        validate_response(
+            &body.text,
+            body.confidence,
+            body.intent.as_deref(),
+            &body.knowledge_sources,
+            self.settings.session.max_text_bytes,
+        )?;
         let s = client.joined(session)?;
         self.publish_response(client, &s, id, body).await
     }

@@ -11,7 +11,8 @@ use crate::hub::core::Hub;
 use crate::hub::error::{HubError, refuse};
 use crate::hub::rows::webhook_rows;
 use crate::hub::validate::{
-    dedupe, lease, live, require, validate_metrics, validate_patch, validate_short,
+    dedupe, lease, live, require, validate_context, validate_metrics, validate_patch,
+    validate_short,
 };
 use crate::identity::Identity;
 use crate::ids::{EventId, SessionId};
@@ -78,9 +79,7 @@ impl Hub {
         id: Option<ClientMsgId>,
     ) -> Result<(), HubError> {
         require(me, Role::Renderer, "set the conversation context")?;
-        if !context.is_object() {
-            return Err(refuse(ErrorCode::Invalid, "context must be a JSON object"));
-        }
+        validate_context(&context)?;
         let s = client.joined(session)?;
         let conn = client.conn.clone();
         let mut origin = client.origin(id.as_deref());
