@@ -210,6 +210,7 @@ fn session_record(tenant: TenantId) -> SessionRecord {
         avatar_id: Some(Uuid::now_v7()),
         name: Some("Q3 review".into()),
         description: Some("quarterly numbers".into()),
+        external_id: None,
         status: SessionStatus::Created,
         config: json!({"language": "en", "voice": {"pitch": 2}}),
         created_at: now_ms(),

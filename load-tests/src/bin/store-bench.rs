@@ -414,6 +414,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
                 avatar_id: None,
                 name: Some("bench".into()),
                 description: None,
+                external_id: None,
                 status: eva_hub::protocol::SessionStatus::Active,
                 config: json!({}),
                 created_at: Utc::now(),
