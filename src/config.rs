@@ -31,6 +31,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub webhooks: WebhookSettings,
+    pub ingest: IngestSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -364,6 +365,42 @@ impl WebhookSettings {
     }
 }
 
+/// Inbound vendor events (`docs/INGEST.md`). A source with a secret is
+/// verified with it; a source without one is refused (404) unless the hub
+/// runs with `--dev`. Every field is described in `config/default.toml`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// A larger body is refused with 413 before it is parsed.
+    pub max_body_bytes: usize,
+    /// Tavus does not sign its callbacks: a shared secret the caller
+    /// repeats in `X-Eva-Ingest-Secret` (or `?secret=`).
+    pub tavus_secret: String,
+    /// The HeyGen webhook endpoint's secret (HMAC-SHA256 of the body).
+    pub heygen_secret: String,
+    /// The LiveKit API key that signs webhooks (the token's `iss`), and
+    /// its secret (the HS256 key).
+    pub livekit_api_key: String,
+    pub livekit_api_secret: String,
+    /// The HMAC-SHA256 key of `X-Eva-Signature` on the generic source.
+    pub generic_secret: String,
+}
+
+impl std::fmt::Debug for IngestSettings {
+    // Never print a secret, even in a debug dump of the settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |v: &str| if v.is_empty() { "" } else { REDACTED };
+        f.debug_struct("IngestSettings")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("tavus_secret", &r(&self.tavus_secret))
+            .field("heygen_secret", &r(&self.heygen_secret))
+            .field("livekit_api_key", &self.livekit_api_key)
+            .field("livekit_api_secret", &r(&self.livekit_api_secret))
+            .field("generic_secret", &r(&self.generic_secret))
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
@@ -488,6 +525,16 @@ impl Settings {
         let mut s = self.clone();
         s.store.database_url = redact_url(&s.store.database_url).into();
         s.redis.url = redact_url(&s.redis.url).into();
+        for v in [
+            &mut s.ingest.tavus_secret,
+            &mut s.ingest.heygen_secret,
+            &mut s.ingest.livekit_api_secret,
+            &mut s.ingest.generic_secret,
+        ] {
+            if !v.is_empty() {
+                *v = REDACTED.into();
+            }
+        }
         for k in &mut s.auth.keys {
             if k.secret.is_some() {
                 k.secret = Some(REDACTED.into());

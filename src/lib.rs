@@ -18,6 +18,7 @@
 //! | [`hub`] | this node's connections and what each frame does (one module per frame family); REST operations; timers |
 //! | [`session`] | sessions on this node: loading, sequencing through the broker, replicas (the fold of their events), fan-out |
 //! | [`webhooks`] | outbound webhooks: event names and bodies, Standard Webhooks signing, the address policy, the dispatcher |
+//! | [`ingest`] | inbound vendor events: signatures, vendor shapes and speaking names, the canonical event hash |
 //! | [`auth`] | credentials → identities (JWT + API keys, dev); abuse limits; origin policy |
 //! | [`broker`] | trait: sequencing, history, delivery, shared presence (memory, Redis) |
 //! | [`store`] | trait: durable rows (SQLite, PostgreSQL, memory), the batch writer in front of it, retention |
@@ -52,6 +53,7 @@ pub mod gateway;
 pub mod hub;
 pub mod identity;
 pub mod ids;
+pub mod ingest;
 pub mod metrics;
 pub mod protocol;
 pub mod secret;

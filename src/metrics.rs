@@ -28,8 +28,9 @@ pub const BATCH_BUCKETS: [f64; 12] = [
 ];
 
 /// Names of the histograms, so the exporter can give each its buckets.
-pub const LATENCY_HISTOGRAMS: [&str; 8] = [
+pub const LATENCY_HISTOGRAMS: [&str; 9] = [
     "eva_fanout_latency_seconds",
+    "eva_ingest_processing_seconds",
     "eva_webhook_delivery_seconds",
     "eva_webhook_attempt_seconds",
     "eva_emergency_stop_ack_seconds",
@@ -141,6 +142,7 @@ static H: LazyLock<Handles> = LazyLock::new(|| Handles {
 pub fn init() {
     LazyLock::force(&H);
     LazyLock::force(&WH);
+    LazyLock::force(&IN);
 }
 
 /// Outbound webhooks; `result` of an attempt is a closed set.
@@ -194,6 +196,75 @@ pub fn webhook_endpoint_disabled() {
 /// Deliveries claimed and waiting in memory, or in flight.
 pub fn webhook_queued(n: usize) {
     WH.queued.set(n as f64);
+}
+
+/// Inbound vendor events (`docs/INGEST.md`). Sources and outcomes are
+/// closed sets; a source that is none of them counts as `unknown`.
+pub const INGEST_SOURCES: [&str; 5] = ["tavus", "heygen", "livekit", "generic", "unknown"];
+
+/// `accepted`: new, for a session; `unmapped`: new, for no session;
+/// `duplicate`: seen before; the rest are refusals, and `error` a store
+/// failure.
+pub const INGEST_OUTCOMES: [&str; 9] = [
+    "accepted",
+    "unmapped",
+    "duplicate",
+    "unknown_source",
+    "not_enabled",
+    "bad_signature",
+    "malformed",
+    "too_large",
+    "error",
+];
+
+struct IngestHandles {
+    events: Vec<((&'static str, &'static str), Counter)>,
+    unapplied: Vec<(&'static str, Counter)>,
+    processing: Histogram,
+}
+
+static IN: LazyLock<IngestHandles> = LazyLock::new(|| IngestHandles {
+    events: INGEST_SOURCES
+        .iter()
+        .flat_map(|s| INGEST_OUTCOMES.iter().map(move |o| (*s, *o)))
+        .map(|(s, o)| {
+            (
+                (s, o),
+                counter!("eva_ingest_events_total", "source" => s, "outcome" => o),
+            )
+        })
+        .collect(),
+    unapplied: INGEST_SOURCES
+        .iter()
+        .map(|s| (*s, counter!("eva_ingest_unapplied_total", "source" => *s)))
+        .collect(),
+    processing: histogram!("eva_ingest_processing_seconds"),
+});
+
+fn ingest_source(source: &str) -> &'static str {
+    INGEST_SOURCES
+        .iter()
+        .find(|s| **s == source)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// One request to `/v1/ingest/{source}` and how it ended; `took` is from
+/// receipt to the answer.
+pub fn ingest_event(source: &str, outcome: &'static str, took: Duration) {
+    let source = ingest_source(source);
+    if let Some((_, c)) = IN.events.iter().find(|(k, _)| *k == (source, outcome)) {
+        c.increment(1);
+    }
+    IN.processing.record(took.as_secs_f64());
+}
+
+/// An event recorded whose publish into its session failed.
+pub fn ingest_unapplied(source: &str) {
+    let source = ingest_source(source);
+    if let Some((_, c)) = IN.unapplied.iter().find(|(s, _)| *s == source) {
+        c.increment(1);
+    }
 }
 
 pub fn connection_opened(role: Role) {

@@ -7,6 +7,7 @@
 //! hub's drain.
 
 pub mod credentials;
+pub mod ingest;
 pub mod openapi;
 pub mod pages;
 pub mod rest;

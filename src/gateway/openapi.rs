@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{credentials, rest, webhooks, ws};
+use super::{credentials, ingest, rest, webhooks, ws};
 use crate::hub::Hub;
 use crate::protocol::schema::refs_alone;
 
@@ -33,6 +33,7 @@ use crate::protocol::schema::refs_alone;
         (name = "history", description = "What sessions kept: conversation, interventions, alerts"),
         (name = "credentials", description = "Connection tokens and API keys"),
         (name = "webhooks", description = "Outbound webhooks (Standard Webhooks): endpoints, deliveries, replays"),
+        (name = "ingest", description = "Inbound vendor events (Tavus, HeyGen, LiveKit, generic), verified and applied once"),
         (name = "realtime", description = "The WebSocket endpoint"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -82,6 +83,7 @@ pub fn routes() -> OpenApiRouter<Hub> {
         ))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::replay))
+        .routes(routes!(ingest::ingest))
         .routes(routes!(rest::healthz))
         .routes(routes!(rest::readyz))
 }

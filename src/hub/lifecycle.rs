@@ -21,6 +21,7 @@ use crate::protocol::model::{
 };
 use crate::protocol::{ErrorCode, SessionStatus};
 use crate::session::Session;
+use crate::store::ingest::EXTERNAL_ID_MAX;
 use crate::store::{SessionQuery, SessionRecord, TenantRecord};
 use crate::stream::{Origin, Published};
 
@@ -36,6 +37,12 @@ pub struct NewSession {
     pub avatar_id: Option<Uuid>,
     #[serde(default)]
     pub config: Option<Value>,
+    /// The vendor's id for the conversation this session presents (a
+    /// Tavus conversation id, a HeyGen streaming session id, a LiveKit
+    /// room name): inbound events that name it drive this session
+    /// (`docs/INGEST.md`). 1-255 bytes, no control characters, unique.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// A session as REST shows it: the stored record plus what only the live
@@ -73,6 +80,28 @@ impl Hub {
         if new.description.as_ref().is_some_and(|d| d.len() > max) {
             return Err(refuse(ErrorCode::Invalid, "description is too long"));
         }
+        if let Some(x) = &new.external_id {
+            if x.is_empty() || x.len() > EXTERNAL_ID_MAX || x.chars().any(char::is_control) {
+                return Err(refuse(
+                    ErrorCode::Invalid,
+                    "external_id is 1-255 bytes without control characters",
+                ));
+            }
+            // The unique index decides in a race; this gives the usual
+            // answer a clear message.
+            if self
+                .writer
+                .store()
+                .session_by_external_id(x)
+                .await?
+                .is_some()
+            {
+                return Err(refuse(
+                    ErrorCode::Conflict,
+                    "another session has this external_id",
+                ));
+            }
+        }
         let config = new
             .config
             .unwrap_or_else(|| Value::Object(Default::default()));
@@ -96,6 +125,7 @@ impl Hub {
             avatar_id: new.avatar_id,
             name: new.name.clone(),
             description: new.description,
+            external_id: new.external_id,
             status: SessionStatus::Created,
             config,
             created_at: Utc::now(),

@@ -17,6 +17,7 @@
 //! | `presence.rs` | members counted once across nodes; `join` and `leave` events |
 //! | `control.rs` | alerts, and ending a takeover |
 //! | `lifecycle.rs` | sessions over REST, and lifecycle transitions |
+//! | `ingest.rs` | inbound vendor events: recorded once, applied to their session |
 //! | `deferred.rs` | what timer jobs and the ticker do |
 //! | `frames/` | one module per frame family |
 //! | `dispatch.rs` | decoding, `auth`, rate limits, and the match that routes frames |
@@ -33,6 +34,7 @@ mod deferred;
 mod dispatch;
 pub mod error;
 mod frames;
+pub mod ingest;
 pub mod lifecycle;
 mod presence;
 mod rows;
@@ -56,6 +58,7 @@ use crate::store::writer::BatchWriter;
 pub use self::core::{Hub, HubInner};
 pub use client::{Client, Next};
 pub use error::{HubError, refuse};
+pub use ingest::IngestOutcome;
 pub use lifecycle::{LiveView, NewSession, SessionView};
 pub use validate::check_frame;
 

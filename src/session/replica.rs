@@ -53,6 +53,9 @@ pub struct ReplicaLimits {
 pub struct Info {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Checkpoints written before sessions had one read without it.
+    #[serde(default)]
+    pub external_id: Option<String>,
     pub avatar_id: Option<Uuid>,
     pub config: Value,
     pub status: SessionStatus,
@@ -301,6 +304,7 @@ impl Session {
             info: Info {
                 name: record.name.clone(),
                 description: record.description.clone(),
+                external_id: record.external_id.clone(),
                 avatar_id: record.avatar_id,
                 config: record.config.clone(),
                 status: record.status,
@@ -777,6 +781,7 @@ impl Replica {
             avatar_id: self.info.avatar_id,
             name: self.info.name.clone(),
             description: self.info.description.clone(),
+            external_id: self.info.external_id.clone(),
             status: self.info.status,
             config: self.info.config.clone(),
             created_at: self.info.created_at,

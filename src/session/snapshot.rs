@@ -268,6 +268,7 @@ mod tests {
             avatar_id: Some(Uuid::new_v4()),
             name: Some("Quarterly review".into()),
             description: None,
+            external_id: None,
             status: SessionStatus::Created,
             config: serde_json::json!({"voice": "en-GB", "speed": 1.25}),
             created_at: Utc::now(),

@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
+use super::ingest::memory::IngestTables;
+use super::ingest::{IngestStore, ProcessedEvent, Recorded};
 use super::webhooks::memory::WebhookTables;
 use super::webhooks::{
     AttemptOutcome, ClaimRequest, Claimed, DeliveryRecord, DisabledEndpoint, ReplayFrom,
@@ -47,6 +49,7 @@ pub(super) struct Tables {
     tenants: HashMap<TenantId, TenantRecord>,
     keys: Vec<ApiKeyRecord>,
     pub(super) webhooks: WebhookTables,
+    ingest: IngestTables,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +271,16 @@ impl Store for MemoryStore {
             return Err(StoreError::Rejected(format!(
                 "no tenant {} for the session",
                 session.tenant
+            )));
+        }
+        // The SQL stores' unique index on `sessions.external_id`.
+        if let Some(x) = &session.external_id
+            && t.sessions
+                .values()
+                .any(|s| s.id != session.id && s.external_id.as_ref() == Some(x))
+        {
+            return Err(StoreError::Rejected(format!(
+                "another session has external_id {x:?}"
             )));
         }
         t.sessions
@@ -575,5 +588,36 @@ impl WebhookStore for MemoryStore {
             .lock()
             .webhooks
             .replay_webhook_deliveries(webhook, from, now)
+    }
+}
+
+#[async_trait]
+impl IngestStore for MemoryStore {
+    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
+        Ok(self.tables.lock().ingest.record(e))
+    }
+
+    async fn processed_event(
+        &self,
+        event_hash: &str,
+    ) -> Result<Option<ProcessedEvent>, StoreError> {
+        Ok(self.tables.lock().ingest.get(event_hash))
+    }
+
+    async fn count_processed_events(&self, conversation_id: &str) -> Result<u64, StoreError> {
+        Ok(self.tables.lock().ingest.count(conversation_id))
+    }
+
+    async fn session_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .tables
+            .lock()
+            .sessions
+            .values()
+            .find(|s| s.external_id.as_deref() == Some(external_id))
+            .cloned())
     }
 }

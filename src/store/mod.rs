@@ -14,6 +14,7 @@
 //! so a batch retried after an ambiguous failure never duplicates
 //! anything. `docs/SCHEMA.md` describes the tables.
 
+pub mod ingest;
 pub mod memory;
 pub mod postgres;
 pub mod retention;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use self::ingest::IngestStore;
 pub use self::webhooks::{WebhookEventRow, WebhookStore};
 use crate::config::StoreSettings;
 use crate::ids::{EventId, Seq, SessionId, TenantId};
@@ -75,6 +77,10 @@ pub struct SessionRecord {
     pub avatar_id: Option<Uuid>,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// The vendor's id for the conversation this session presents
+    /// (`docs/INGEST.md`): inbound events name it. Unique across tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     pub status: SessionStatus,
     pub config: Value,
     pub created_at: DateTime<Utc>,
@@ -420,7 +426,7 @@ impl Row {
 }
 
 #[async_trait]
-pub trait Store: WebhookStore + Send + Sync + fmt::Debug + 'static {
+pub trait Store: WebhookStore + IngestStore + Send + Sync + fmt::Debug + 'static {
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;
 

@@ -5,6 +5,7 @@
 mod support;
 
 mod directory;
+mod ingest;
 mod interventions;
 mod lifecycle;
 mod malformed;

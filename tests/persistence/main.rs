@@ -367,6 +367,7 @@ async fn retention_task_deletes_old_metrics(db: Db) {
         avatar_id: None,
         name: None,
         description: None,
+        external_id: None,
         status: SessionStatus::Stopped,
         config: json!({}),
         created_at: chrono::Utc::now(),

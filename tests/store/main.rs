@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod ingest;
 mod webhooks;
 
 use std::future::Future;
@@ -30,6 +31,10 @@ use uuid::Uuid;
 use common::harness::{self, Test};
 use common::pg::PgFixture;
 use common::{TempDb, now_ms};
+use ingest::{
+    concurrent_duplicates_store_one_row, processed_events_are_recorded_once,
+    sessions_are_found_by_external_id,
+};
 use webhooks::{
     webhook_claims_lease_and_record_outcomes, webhook_endpoints_round_trip,
     webhook_events_become_deliveries_in_their_batch, webhook_replays_keep_the_webhook_id,
@@ -78,6 +83,9 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         api_keys,
         retention_deletes_only_old_metrics,
         webhook_endpoints_round_trip,
+        processed_events_are_recorded_once,
+        concurrent_duplicates_store_one_row,
+        sessions_are_found_by_external_id,
         webhook_events_become_deliveries_in_their_batch,
         webhook_claims_lease_and_record_outcomes,
         webhook_replays_keep_the_webhook_id,
@@ -210,6 +218,7 @@ fn session_record(tenant: TenantId) -> SessionRecord {
         avatar_id: Some(Uuid::now_v7()),
         name: Some("Q3 review".into()),
         description: Some("quarterly numbers".into()),
+        external_id: None,
         status: SessionStatus::Created,
         config: json!({"language": "en", "voice": {"pitch": 2}}),
         created_at: now_ms(),

@@ -21,6 +21,7 @@ export type RestBody =
   | EventAccepted
   | EventBody
   | EventId
+  | IngestAnswer
   | InterventionRow
   | InterventionType
   | IssuedToken
@@ -35,6 +36,7 @@ export type RestBody =
   | MessageType
   | NewSession
   | NewWebhook
+  | ProcessedEvent
   | ReasonBody
   | ReplayAccepted
   | ReplayRequest
@@ -116,6 +118,21 @@ export type ErrorCode =
   | "backlog_full"
   | "unavailable"
   | "internal";
+/**
+ * The answer: the stored event, whether it was a redelivery, and the
+ * hub events it produced.
+ */
+export type IngestAnswer = ProcessedEvent & {
+  /**
+   * True when an event with the same hash was stored before: nothing
+   * was published this time.
+   */
+  duplicate: boolean;
+  /**
+   * The `seq` of each event published into the session.
+   */
+  published: number[];
+};
 export type InterventionType = "takeover" | "suggestion" | "correction" | "emergency_stop";
 /**
  * Session lifecycle (seed 000 `sessions.status`).
@@ -323,6 +340,40 @@ export interface EventBody {
   data?: unknown;
 }
 /**
+ * One inbound event, as stored (`processed_webhook_events`).
+ */
+export interface ProcessedEvent {
+  id: string;
+  /**
+   * `tavus`, `heygen`, `livekit` or `generic`.
+   */
+  source: string;
+  /**
+   * The vendor's conversation id (a LiveKit room name, a HeyGen
+   * streaming session id).
+   */
+  conversation_id: string;
+  /**
+   * The vendor's name for the event, as received.
+   */
+  event_type: string;
+  /**
+   * The event as received.
+   */
+  event_data: {};
+  /**
+   * Lowercase hex SHA-256 of the canonical event (docs/INGEST.md).
+   */
+  event_hash: string;
+  session?: SessionId | null;
+  processed_at: string;
+  /**
+   * From receipt of the request until the event was recorded
+   * (verification, parsing, the session lookup).
+   */
+  processing_duration_ms: number;
+}
+/**
  * Seed 000 `operator_interventions`. `operator_id` is the operator's
  * subject.
  */
@@ -472,6 +523,11 @@ export interface SessionRecord {
   avatar_id?: string | null;
   name?: string | null;
   description?: string | null;
+  /**
+   * The vendor's id for the conversation this session presents
+   * (`docs/INGEST.md`): inbound events name it. Unique across tenants.
+   */
+  external_id?: string | null;
   status: SessionStatus;
   config: unknown;
   created_at: string;
@@ -525,6 +581,13 @@ export interface NewSession {
   description?: string | null;
   avatar_id?: string | null;
   config?: unknown;
+  /**
+   * The vendor's id for the conversation this session presents (a
+   * Tavus conversation id, a HeyGen streaming session id, a LiveKit
+   * room name): inbound events that name it drive this session
+   * (`docs/INGEST.md`). 1-255 bytes, no control characters, unique.
+   */
+  external_id?: string | null;
 }
 export interface NewWebhook {
   /**

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use eva_hub::ids::{EventId, SessionId, TenantId};
+use eva_hub::store::ingest::{IngestStore, ProcessedEvent, Recorded};
 use eva_hub::store::postgres::PostgresStore;
 use eva_hub::store::sqlite::SqliteStore;
 use eva_hub::store::webhooks::{
@@ -163,6 +164,26 @@ impl WebhookStore for TimedStore {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         self.inner.replay_webhook_deliveries(w, from, now).await
+    }
+}
+
+/// Inbound-event calls pass through untimed.
+#[async_trait]
+impl IngestStore for TimedStore {
+    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
+        self.inner.record_processed_event(e).await
+    }
+    async fn processed_event(&self, hash: &str) -> Result<Option<ProcessedEvent>, StoreError> {
+        self.inner.processed_event(hash).await
+    }
+    async fn count_processed_events(&self, conversation: &str) -> Result<u64, StoreError> {
+        self.inner.count_processed_events(conversation).await
+    }
+    async fn session_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.session_by_external_id(external_id).await
     }
 }
 
@@ -414,6 +435,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
                 avatar_id: None,
                 name: Some("bench".into()),
                 description: None,
+                external_id: None,
                 status: eva_hub::protocol::SessionStatus::Active,
                 config: json!({}),
                 created_at: Utc::now(),

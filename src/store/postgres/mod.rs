@@ -13,6 +13,7 @@
 //! create statements (`write`) and the queries (`read`).
 
 mod codec;
+mod ingest;
 mod read;
 mod webhooks;
 mod write;

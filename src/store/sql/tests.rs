@@ -69,6 +69,7 @@ fn every_cell_fits_its_column() {
         avatar_id: None,
         name: Some("n".into()),
         description: None,
+        external_id: None,
         status: SessionStatus::Created,
         config: json!({}),
         created_at: now,

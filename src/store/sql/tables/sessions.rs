@@ -13,7 +13,7 @@ use crate::store::sql::columns::{
 use crate::store::sql::plan::{ParticipantLeft, Progress, StateRow, participant_row_id};
 use crate::store::{ParticipantRow, SessionRecord, StoreError};
 
-const SESSIONS: [Column; 15] = [
+const SESSIONS: [Column; 16] = [
     col::uuid("id"),
     col::uuid("user_id"),
     col::uuid("avatar_id"),
@@ -29,6 +29,7 @@ const SESSIONS: [Column; 15] = [
     col::int4("operator_interventions"),
     col::int4("error_count"),
     col::text("last_error"),
+    col::text("external_id"),
 ];
 
 impl Shape<{ SESSIONS.len() }> for SessionRecord {
@@ -51,6 +52,7 @@ impl Shape<{ SESSIONS.len() }> for SessionRecord {
             int4(self.counters.operator_interventions).into(),
             int4(self.counters.error_count).into(),
             self.last_error.as_deref().into(),
+            self.external_id.as_deref().into(),
         ]
     }
 }
@@ -163,6 +165,7 @@ impl Decode for SessionRecord {
             avatar_id: r.opt_uuid("avatar_id")?,
             name: r.opt_text("name")?,
             description: r.opt_text("description")?,
+            external_id: r.opt_text("external_id")?,
             status: parse_enum("sessions.status", &r.text("status")?)?,
             config: r.json_or_empty("config")?,
             created_at: r.ts_or_epoch("created_at")?,

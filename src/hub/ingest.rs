@@ -1,0 +1,235 @@
+//! Inbound vendor events applied to sessions (`docs/INGEST.md`).
+//!
+//! An event is recorded first, under its hash, and applied only if that
+//! record is new: a redelivery finds the stored row and publishes
+//! nothing, on this node or any other sharing the store. What an event
+//! does goes through the same paths as the renderer's frames and REST:
+//! a speaking change is a `state` event validated on the replica, an
+//! utterance an app event plus a conversation row through the batch
+//! writer, the end of a conversation a lifecycle transition to
+//! `stopping`. So the events are sequenced, kept in history for resume,
+//! and persisted like any other.
+//!
+//! The record comes before the publish, so an event whose publish fails
+//! (the broker unreachable) is recorded and not applied: applied at most
+//! once, and the failure is logged and counted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::core::Hub;
+use super::error::{HubError, refuse};
+use super::rows::conversation;
+use crate::ids::EventId;
+use crate::ingest::{Action, Inbound, Speaker};
+use crate::metrics as m;
+use crate::protocol::model::{CustomAudience, Event};
+use crate::protocol::{ErrorCode, SessionStatus};
+use crate::session::Session;
+use crate::store::ingest::{ProcessedEvent, Recorded};
+use crate::store::{MessageType, Row, SessionRecord};
+use crate::stream::Origin;
+
+/// What became of an inbound event.
+#[derive(Clone, Debug)]
+pub struct IngestOutcome {
+    /// The stored event (the earlier one, for a duplicate).
+    pub event: ProcessedEvent,
+    pub duplicate: bool,
+    /// The `seq` of each hub event it produced, in order.
+    pub published: Vec<u64>,
+}
+
+impl Hub {
+    /// Records an inbound event and, the first time, applies it to the
+    /// session whose `external_id` is its conversation id.
+    ///
+    /// # Errors
+    /// The store failed: nothing was recorded, and a retry is safe.
+    pub async fn ingest(
+        &self,
+        inbound: Inbound,
+        received: Instant,
+    ) -> Result<IngestOutcome, HubError> {
+        let store = self.writer.store();
+        let record = store
+            .session_by_external_id(&inbound.conversation_id)
+            .await?;
+        let event = ProcessedEvent {
+            id: Uuid::now_v7(),
+            source: inbound.source.as_str().to_owned(),
+            conversation_id: inbound.conversation_id.clone(),
+            event_type: inbound.event_type.clone(),
+            event_data: inbound.body.clone(),
+            event_hash: inbound.event_hash.clone(),
+            session: record.as_ref().map(|r| r.id),
+            // Whole microseconds: what every store keeps.
+            processed_at: chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
+                .unwrap_or_default(),
+            processing_duration_ms: received.elapsed().as_millis().min(i32::MAX as u128) as i32,
+        };
+        let event = match store.record_processed_event(&event).await? {
+            Recorded::Duplicate(stored) => {
+                return Ok(IngestOutcome {
+                    event: stored,
+                    duplicate: true,
+                    published: Vec::new(),
+                });
+            }
+            Recorded::New(e) => e,
+        };
+        let published = match &record {
+            Some(r) => match self.apply_inbound(r, &inbound, event.id).await {
+                Ok(seqs) => seqs,
+                Err(e) => {
+                    tracing::warn!(
+                        source = inbound.source.as_str(),
+                        event_type = %inbound.event_type,
+                        session = %r.id,
+                        error = %e,
+                        "inbound event recorded but not applied"
+                    );
+                    m::ingest_unapplied(inbound.source.as_str());
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        Ok(IngestOutcome {
+            event,
+            duplicate: false,
+            published,
+        })
+    }
+
+    async fn apply_inbound(
+        &self,
+        record: &SessionRecord,
+        inbound: &Inbound,
+        event_id: Uuid,
+    ) -> Result<Vec<u64>, HubError> {
+        if matches!(inbound.action, Action::Record) {
+            return Ok(Vec::new());
+        }
+        let session = self.sessions.find(Some(record.tenant), record.id).await?;
+        if session.lock().info.status.is_terminal() {
+            return Err(refuse(ErrorCode::SessionEnded, "the session has ended"));
+        }
+        let source = inbound.source.as_str();
+        let sender = format!("ingest:{source}");
+        let origin = Origin {
+            sender: sender.clone(),
+            ..Origin::default()
+        };
+        match &inbound.action {
+            Action::Record => Ok(Vec::new()),
+            Action::Speaking {
+                who: Speaker::Renderer,
+                speaking,
+            } => self.renderer_speaking(&session, origin, *speaking).await,
+            Action::Speaking {
+                who: Speaker::User,
+                speaking,
+            } => {
+                let p = self
+                    .sessions
+                    .publish(
+                        &session,
+                        Event::Custom {
+                            name: "user.speaking".into(),
+                            audience: CustomAudience::All,
+                            data: json!({ "speaking": speaking, "source": source }),
+                            from: sender,
+                        },
+                        origin,
+                    )
+                    .await?;
+                Ok(vec![p.seq])
+            }
+            Action::Utterance { who, text } => {
+                let p = self
+                    .sessions
+                    .publish(
+                        &session,
+                        Event::Custom {
+                            name: "utterance".into(),
+                            audience: CustomAudience::All,
+                            data: json!({ "role": who.as_str(), "text": text, "source": source }),
+                            from: sender.clone(),
+                        },
+                        origin,
+                    )
+                    .await?;
+                let kind = match who {
+                    Speaker::User => MessageType::Question,
+                    Speaker::Renderer => MessageType::Response,
+                };
+                // The stored event's id as the row's client id: a row
+                // written twice (a retried batch) is kept once.
+                let row_id = event_id.to_string();
+                self.persist(vec![Row::Conversation(conversation(
+                    &p,
+                    EventId::new(),
+                    kind,
+                    text,
+                    Some(&sender),
+                    None,
+                    json!({ "source": source, "event_type": inbound.event_type }),
+                    Some(&row_id),
+                ))]);
+                Ok(vec![p.seq])
+            }
+            Action::Ended { reason } => {
+                let status = session.lock().info.status;
+                if !status.can_become(SessionStatus::Stopping) {
+                    return Ok(Vec::new());
+                }
+                let why = match reason {
+                    Some(r) => format!("{source}: {r}"),
+                    None => format!("{source}: conversation ended"),
+                };
+                let p = self
+                    .transition(&session, SessionStatus::Stopping, Some(why), Some(sender))
+                    .await?;
+                Ok(vec![p.seq])
+            }
+        }
+    }
+
+    /// `state.is_speaking`, changed on the replica as a renderer's `state`
+    /// frame would; no event when it already has that value.
+    async fn renderer_speaking(
+        &self,
+        session: &Arc<Session>,
+        origin: Origin,
+        speaking: bool,
+    ) -> Result<Vec<u64>, HubError> {
+        let mut unchanged = false;
+        let result = self
+            .publish_checked(session, origin, |g| {
+                if g.info.status.is_terminal() {
+                    return Err(refuse(ErrorCode::SessionEnded, "the session has ended"));
+                }
+                if g.state.is_speaking == speaking {
+                    unchanged = true;
+                    return Err(refuse(ErrorCode::Conflict, "unchanged"));
+                }
+                let mut st = g.state.clone();
+                st.is_speaking = speaking;
+                Ok(Event::State { state: st })
+            })
+            .await;
+        match result {
+            Ok(p) => {
+                session.lock().pending.state_dirty = true;
+                Ok(vec![p.seq])
+            }
+            Err(_) if unchanged => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
