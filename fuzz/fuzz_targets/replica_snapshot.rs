@@ -60,6 +60,7 @@ fn record(id: SessionId, tenant: TenantId) -> SessionRecord {
         last_error: None,
         state: SessionState::default(),
         context: json!({}),
+        external_id: None,
     }
 }
 

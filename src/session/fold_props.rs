@@ -321,6 +321,7 @@ fn fresh() -> Session {
         last_error: None,
         state: SessionState::default(),
         context: json!({}),
+        external_id: None,
     };
     Session::new(
         &record,
