@@ -201,7 +201,10 @@ async fn metrics_are_histograms_with_bounded_labels() {
             .collect();
         series.entry(&s.name).or_default().insert(set);
     }
+    // Bounded by construction, not by traffic: the largest family is a
+    // product of two fixed lists (ingest source × outcome, 5 × 9), all
+    // registered at start so that rates exist before the first event.
     for (name, sets) in series {
-        assert!(sets.len() <= 32, "{name} has {} label sets", sets.len());
+        assert!(sets.len() <= 64, "{name} has {} label sets", sets.len());
     }
 }
