@@ -102,6 +102,10 @@ uuid_id!(
     /// alert or command. Clients quote it back (`question_id`, `alert_id`...).
     EventId
 );
+uuid_id!(
+    /// A background job (seed 004 `jobs`) whose progress clients watch.
+    JobId
+);
 
 impl TenantId {
     /// The tenant that `--dev` identities belong to unless they name another.

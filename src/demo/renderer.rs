@@ -561,6 +561,7 @@ mod tests {
             held_responses: None,
             questions: None,
             pending_commands: None,
+            jobs: None,
         }))
     }
 

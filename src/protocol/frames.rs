@@ -338,6 +338,10 @@ pub struct Snapshot {
     /// oldest first. Renderer and operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_commands: Option<Vec<PendingCommandView>>,
+    /// Jobs reporting into this stream that the role may see, in the
+    /// order they last changed (`docs/JOBS.md`). Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<crate::protocol::job::Job>>,
 }
 
 /// A question still waiting for an answer, as a snapshot lists it.

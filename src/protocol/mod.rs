@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod codes;
 pub mod frames;
+pub mod job;
 pub mod model;
 pub mod schema;
 

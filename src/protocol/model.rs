@@ -550,6 +550,16 @@ pub enum Event {
         data: Value,
         from: String,
     },
+    /// A job reporting into this stream was created or changed
+    /// (`docs/JOBS.md`): its whole state after the change.
+    Job {
+        // Boxed: a job is several times the size of most events.
+        job: Box<crate::protocol::job::Job>,
+        /// `all` in a job's own stream (only its owner and operators may
+        /// join that); `operators` in a presentation session.
+        #[serde(default, skip_serializing_if = "CustomAudience::is_all")]
+        audience: CustomAudience,
+    },
 }
 
 impl Event {
@@ -576,7 +586,7 @@ impl Event {
             | Event::Metrics { .. }
             | Event::Alert { .. }
             | Event::AlertAck { .. } => Audience::OPERATORS,
-            Event::Custom { audience, .. } => (*audience).into(),
+            Event::Custom { audience, .. } | Event::Job { audience, .. } => (*audience).into(),
         }
     }
 
@@ -616,6 +626,7 @@ impl Event {
             Event::Alert { .. } => "alert",
             Event::AlertAck { .. } => "alert_ack",
             Event::Custom { .. } => "custom",
+            Event::Job { .. } => "job",
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Delivery: what a session sends its connections, in order, outside the
 //! session lock.
 //!
-//! Applying an event (under the lock) only queues a [`Job`]; one task per
-//! session, started when the first job is queued and ended when none is
-//! left, hands the jobs to the connections in the order they were queued.
+//! Applying an event (under the lock) only queues a [`Delivery`]; one task per
+//! session, started when the first delivery is queued and ended when none is
+//! left, hands the deliveries to the connections in the order they were queued.
 //! Each connection therefore sees its view in `seq` order, while the lock
 //! is held for microseconds however many connections an event reaches: an
 //! emergency stop is sequenced (and its `urgent` frame written) without
@@ -13,13 +13,13 @@
 //! runtime's worker threads.
 //!
 //! A connection that joins takes its snapshot (or resume replay) under the
-//! lock and is marked with the last job queued by then: jobs up to that one
+//! lock and is marked with the last delivery queued by then: deliveries up to that one
 //! are already in what it was sent, so delivery skips them for it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::jobs::{Job, role_index};
+use super::deliveries::{Delivery, role_index};
 use super::replica::Session;
 use crate::connection::ConnHandle;
 use crate::connection::outbox::{Pushed, SlotKey};
@@ -35,19 +35,19 @@ const YIELD_EVERY: usize = 64;
 /// worker threads.
 const PARALLEL_FROM: usize = 2048;
 
-/// Delivers queued jobs until none is left. Started by whoever queues the
-/// first job while no delivery task runs (see `Replica::queue`).
+/// Delivers queued deliveries until none is left. Started by whoever queues the
+/// first delivery while no delivery task runs (see `Replica::queue`).
 pub(super) async fn run(session: Arc<Session>) {
     loop {
-        let jobs = {
+        let deliveries = {
             let mut g = session.lock();
-            if g.jobs.is_empty() {
+            if g.deliveries.is_empty() {
                 g.delivering = false;
                 return;
             }
-            std::mem::take(&mut g.jobs)
+            std::mem::take(&mut g.deliveries)
         };
-        for (n, job) in jobs {
+        for (n, job) in deliveries {
             deliver(&session, n, job).await;
             session.delivered.store(n, Ordering::Release);
             session.progress.notify_waiters();
@@ -55,19 +55,19 @@ pub(super) async fn run(session: Arc<Session>) {
     }
 }
 
-async fn deliver(session: &Session, n: u64, job: Job) {
+async fn deliver(session: &Session, n: u64, job: Delivery) {
     match job {
-        Job::Event(p) => {
+        Delivery::Event(p) => {
             let recipients = session.lock().recipients(n, &p);
             fan_out(&p, recipients).await;
         }
-        Job::Send(conn, frame) => {
+        Delivery::Send(conn, frame) => {
             conn.outbox.push(frame, None, 0);
         }
-        Job::Close(conn, code) => {
+        Delivery::Close(conn, code) => {
             conn.outbox.close(code);
         }
-        Job::Reset {
+        Delivery::Reset {
             discontinuity,
             snapshots,
         } => {
@@ -98,7 +98,7 @@ async fn fan_out(p: &Arc<Published>, mut recipients: Vec<(Arc<ConnHandle>, Optio
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut helper = None;
     if recipients.len() >= PARALLEL_FROM && workers > 1 {
-        // Each connection is in one half only, and the next job starts once
+        // Each connection is in one half only, and the next delivery starts once
         // both halves are done, so every connection still sees its events
         // in order.
         let rest = recipients.split_off(recipients.len() / 2);

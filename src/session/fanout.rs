@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::jobs::{Job, role_index};
+use super::deliveries::{Delivery, role_index};
 use super::replica::{Attached, Replica, Sub, View};
 use super::snapshot::ReplicaSnapshot;
 use crate::connection::ConnHandle;
@@ -16,7 +16,8 @@ use crate::protocol::ServerFrame;
 use crate::protocol::frames::{
     ControlView, DiscontinuityReason, OpenQuestion, PendingCommandView, PresenceView, Snapshot,
 };
-use crate::protocol::model::{Event, Role, StreamPosition};
+use crate::protocol::job::Job;
+use crate::protocol::model::{Audience, Event, Role, StreamPosition};
 use crate::stream::Published;
 
 /// Open questions a snapshot lists: enough for an operator's queue and a
@@ -84,7 +85,19 @@ impl Replica {
             held_responses: operator.then(|| self.held.iter().cloned().collect()),
             questions: staff.then(|| self.open_questions()),
             pending_commands: staff.then(|| self.pending_commands()),
+            jobs: self.visible_jobs(role),
         }
+    }
+
+    /// The jobs `role` sees, or `None` when there are none.
+    fn visible_jobs(&self, role: Role) -> Option<Vec<Job>> {
+        let jobs: Vec<Job> = self
+            .reported_jobs
+            .values()
+            .filter(|j| Audience::from(j.audience).includes(role))
+            .map(|j| j.job.clone())
+            .collect();
+        (!jobs.is_empty()).then_some(jobs)
     }
 
     /// The latest unanswered questions, oldest first.
@@ -187,7 +200,7 @@ impl Replica {
         }
         // Everything queued for delivery so far is in what it was just
         // sent (the snapshot, or the replay from history).
-        let after = self.last_job;
+        let after = self.last_delivery;
         self.subs.of(role).insert(
             conn.id,
             Sub {
@@ -269,7 +282,7 @@ impl Replica {
                 snapshots[role_index(role)] = Some(Box::new(self.snapshot(id, role)));
             }
         }
-        let mut start = self.queue(Job::Reset {
+        let mut start = self.queue(Delivery::Reset {
             discontinuity: ServerFrame::Discontinuity {
                 session: id,
                 reason,
@@ -279,7 +292,7 @@ impl Replica {
             snapshots,
         });
         for (conn, code) in close {
-            start |= self.queue(Job::Close(conn, code));
+            start |= self.queue(Delivery::Close(conn, code));
         }
         start
     }

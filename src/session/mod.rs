@@ -8,16 +8,16 @@
 //! | file | owns |
 //! |---|---|
 //! | `recent.rs` | a bounded map that forgets its oldest entries |
-//! | `jobs.rs` | the deliveries a replica queues for its connections |
+//! | `deliveries.rs` | the deliveries a replica queues for its connections |
 //! | `replica.rs` | one replica: its state, the fold of each event, local presence and pending work, the delivery queue |
 //! | `snapshot.rs` | a replica's replicated state as bytes, to start a replica on another node |
 //! | `fanout.rs` | what a replica sends a connection under its lock (snapshots, resume replays, urgent frames) and the discontinuities it queues |
 //! | `delivery.rs` | the task that hands queued deliveries to the connections, in order, outside the lock |
 //! | `registry.rs` | the loaded sessions; loading, publishing (plain and conditional), the broker's delivery into replicas, checkpoints |
 
+mod deliveries;
 mod delivery;
 mod fanout;
-mod jobs;
 pub mod recent;
 pub mod registry;
 pub mod replica;

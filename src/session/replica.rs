@@ -22,14 +22,15 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::jobs::Job;
+use super::deliveries::Delivery;
 use super::recent::RecentMap;
 use crate::connection::ConnHandle;
-use crate::ids::{ConnId, Epoch, EventId, Seq, SessionId, TenantId};
+use crate::ids::{ConnId, Epoch, EventId, JobId, Seq, SessionId, TenantId};
 use crate::protocol::frames::DiscontinuityReason;
+use crate::protocol::job::Job;
 use crate::protocol::model::{
-    Alert, Command, Counters, Event, Member, PresenceChange, RendererMetrics, ResponseBody, Role,
-    SessionState, SessionStatus, StreamPosition,
+    Alert, Command, Counters, CustomAudience, Event, Member, PresenceChange, RendererMetrics,
+    ResponseBody, Role, SessionState, SessionStatus, StreamPosition,
 };
 use crate::protocol::{CloseCode, ServerFrame};
 use crate::store::SessionRecord;
@@ -94,6 +95,13 @@ pub struct QuestionRef {
     /// A response (published or held) names it.
     #[serde(default)]
     pub answered: bool,
+}
+
+/// A job as the stream last reported it, and who sees it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ReportedJob {
+    pub job: Job,
+    pub audience: CustomAudience,
 }
 
 /// A command (or emergency stop) awaiting the renderer's acknowledgement.
@@ -252,6 +260,9 @@ pub struct Replica {
     pub commands: HashMap<EventId, PendingCommand>,
     pub dedupe: RecentMap<(String, String), Seen>,
     pub questions_asked: HashMap<String, i32>,
+    /// Jobs reporting into this stream, as their latest `job` event left
+    /// them; at most `recent_refs_max`, the oldest change evicted first.
+    pub reported_jobs: IndexMap<JobId, ReportedJob>,
     pub history: VecDeque<Arc<Published>>,
 
     // ---- local to this node ----
@@ -262,9 +273,9 @@ pub struct Replica {
     pub pending: Pending,
     pub(super) limits: ReplicaLimits,
     /// Deliveries queued for the session's delivery task, numbered.
-    pub(super) jobs: Vec<(u64, Job)>,
+    pub(super) deliveries: Vec<(u64, Delivery)>,
     /// The number of the last job queued.
-    pub(super) last_job: u64,
+    pub(super) last_delivery: u64,
     /// A delivery task is running (or has been asked to start).
     pub(super) delivering: bool,
 }
@@ -334,14 +345,15 @@ impl Session {
             commands: HashMap::new(),
             dedupe: RecentMap::new(limits.dedupe_window),
             questions_asked: HashMap::new(),
+            reported_jobs: IndexMap::new(),
             history: VecDeque::new(),
             subs: Subscribers::default(),
             local_renderer: None,
             local_members: HashMap::new(),
             pending: Pending::default(),
             limits,
-            jobs: Vec::new(),
-            last_job: 0,
+            deliveries: Vec::new(),
+            last_delivery: 0,
             delivering: false,
         };
         Session::from_replica(record.id, record.tenant, inner)
@@ -363,7 +375,7 @@ impl Session {
     /// to the connections: an `ack` sent after this follows the event its
     /// frame produced, as the protocol promises.
     pub async fn settled(&self) {
-        let target = self.lock().last_job;
+        let target = self.lock().last_delivery;
         loop {
             let notified = self.progress.notified();
             tokio::pin!(notified);
@@ -476,12 +488,12 @@ impl Replica {
         }
         self.history.push_back(p.clone());
         self.urgent(p);
-        out.start_delivery |= self.queue(Job::Event(p.clone()));
+        out.start_delivery |= self.queue(Delivery::Event(p.clone()));
         if !close.is_empty() {
             out.start_delivery |= self.answer_before_closing(p);
         }
         for (conn, code) in close {
-            out.start_delivery |= self.queue(Job::Close(conn, code));
+            out.start_delivery |= self.queue(Delivery::Close(conn, code));
         }
         out.delivered = true;
         out
@@ -489,9 +501,9 @@ impl Replica {
 
     /// Queues a delivery. True when no delivery task runs: the caller
     /// starts one (`delivery::run`), it has the session's `Arc`.
-    pub(super) fn queue(&mut self, job: Job) -> bool {
-        self.last_job += 1;
-        self.jobs.push((self.last_job, job));
+    pub(super) fn queue(&mut self, job: Delivery) -> bool {
+        self.last_delivery += 1;
+        self.deliveries.push((self.last_delivery, job));
         !std::mem::replace(&mut self.delivering, true)
     }
 
@@ -516,7 +528,7 @@ impl Replica {
             ref_id: None,
             duplicate: false,
         });
-        self.queue(Job::Send(conn, ack))
+        self.queue(Delivery::Send(conn, ack))
     }
 
     fn fold(&mut self, p: &Published, close: &mut Vec<(Arc<ConnHandle>, CloseCode)>) {
@@ -683,6 +695,21 @@ impl Replica {
             }
             Event::AlertAck { alert_id, .. } => {
                 self.open_alerts.retain(|a| a.alert_id != *alert_id);
+            }
+            Event::Job { job, audience } => {
+                // Re-inserted at the end, so eviction takes the job that
+                // changed longest ago.
+                self.reported_jobs.shift_remove(&job.id);
+                if self.reported_jobs.len() >= self.limits.recent_refs_max {
+                    self.reported_jobs.shift_remove_index(0);
+                }
+                self.reported_jobs.insert(
+                    job.id,
+                    ReportedJob {
+                        job: (**job).clone(),
+                        audience: *audience,
+                    },
+                );
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::recent::RecentMap;
 use super::replica::{
     Controller, Info, Pending, PendingCommand, QuestionRef, RendererSlot, Replica, ReplicaLimits,
-    Seen, Session, Subscribers,
+    ReportedJob, Seen, Session, Subscribers,
 };
 use crate::ids::{Epoch, EventId, Seq, SessionId, TenantId};
 use crate::protocol::model::{
@@ -55,6 +55,9 @@ pub struct ReplicaSnapshot {
     pub dedupe: Vec<((String, String), Seen)>,
     /// Sorted by participant, so equal replicas encode to equal bytes.
     pub questions_asked: Vec<(String, i32)>,
+    /// Oldest change first. Checkpoints from before jobs read as none.
+    #[serde(default)]
+    pub jobs: Vec<ReportedJob>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,7 @@ impl Replica {
             commands,
             dedupe: self.dedupe.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             questions_asked,
+            jobs: self.reported_jobs.values().cloned().collect(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl Session {
             .collect();
         let mut open_alerts = s.open_alerts;
         open_alerts.drain(..open_alerts.len().saturating_sub(limits.recent_refs_max));
+        let jobs_over = s.jobs.len().saturating_sub(limits.recent_refs_max);
         let mut held = s.held;
         held.drain(..held.len().saturating_sub(limits.held_responses_max));
         let replica = Replica {
@@ -201,14 +206,20 @@ impl Session {
             commands,
             dedupe,
             questions_asked: s.questions_asked.into_iter().collect(),
+            reported_jobs: s
+                .jobs
+                .into_iter()
+                .skip(jobs_over)
+                .map(|j| (j.job.id, j))
+                .collect(),
             history: VecDeque::new(),
             subs: Subscribers::default(),
             local_renderer: None,
             local_members: HashMap::new(),
             pending: Pending::default(),
             limits,
-            jobs: Vec::new(),
-            last_job: 0,
+            deliveries: Vec::new(),
+            last_delivery: 0,
             delivering: false,
         };
         Session::from_replica(id, tenant, replica)
@@ -228,8 +239,8 @@ impl Replica {
         fresh.pending = std::mem::take(&mut self.pending);
         // Deliveries already queued still go out, in order, after which
         // this replica's own continue the numbering.
-        fresh.jobs = std::mem::take(&mut self.jobs);
-        fresh.last_job = self.last_job;
+        fresh.deliveries = std::mem::take(&mut self.deliveries);
+        fresh.last_delivery = self.last_delivery;
         fresh.delivering = self.delivering;
         *self = fresh;
     }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 
 use super::ingest::memory::IngestTables;
 use super::ingest::{IngestStore, ProcessedEvent, Recorded};
+use super::jobs::memory::JobTables;
+use super::jobs::{JobQuery, JobStore};
 use super::webhooks::memory::WebhookTables;
 use super::webhooks::{
     AttemptOutcome, ClaimRequest, Claimed, DeliveryRecord, DisabledEndpoint, ReplayFrom,
@@ -23,7 +25,8 @@ use super::{
     AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MessageType, MetricRow, Page,
     ParticipantRow, Row, SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
 };
-use crate::ids::{SessionId, TenantId};
+use crate::ids::{JobId, SessionId, TenantId};
+use crate::protocol::job::Job;
 
 /// Seed 000's CHECK on `users.subscription_tier`.
 const TIERS: [&str; 3] = ["basic", "professional", "enterprise"];
@@ -50,6 +53,7 @@ pub(super) struct Tables {
     keys: Vec<ApiKeyRecord>,
     pub(super) webhooks: WebhookTables,
     ingest: IngestTables,
+    jobs: JobTables,
 }
 
 #[derive(Debug, Default)]
@@ -247,6 +251,7 @@ impl Tables {
                 }
             }
             Row::Webhook(w) => self.webhooks.enqueue(w),
+            Row::Job(j) => self.jobs.upsert(j),
         }
     }
 }
@@ -619,5 +624,16 @@ impl IngestStore for MemoryStore {
             .values()
             .find(|s| s.external_id.as_deref() == Some(external_id))
             .cloned())
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self.tables.lock().jobs.get(tenant, id))
+    }
+
+    async fn list_jobs(&self, tenant: TenantId, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        Ok(self.tables.lock().jobs.list(tenant, q))
     }
 }

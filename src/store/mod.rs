@@ -15,6 +15,7 @@
 //! anything. `docs/SCHEMA.md` describes the tables.
 
 pub mod ingest;
+pub mod jobs;
 pub mod memory;
 pub mod postgres;
 pub mod retention;
@@ -33,9 +34,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::ingest::IngestStore;
+pub use self::jobs::{JobQuery, JobStore};
 pub use self::webhooks::{WebhookEventRow, WebhookStore};
 use crate::config::StoreSettings;
 use crate::ids::{EventId, Seq, SessionId, TenantId};
+use crate::protocol::job::Job;
 use crate::protocol::model::{
     AlertType, Counters, RendererMetrics, SessionState, SessionStatus, Severity,
 };
@@ -386,6 +389,8 @@ pub enum Row {
     /// An event for the tenant's webhook endpoints: written as one
     /// pending delivery per subscribed endpoint (`store::webhooks`).
     Webhook(WebhookEventRow),
+    /// A job created or changed (upsert; `store::jobs`).
+    Job(Job),
 }
 
 impl Row {
@@ -405,6 +410,11 @@ impl Row {
             Row::Alert(a) => a.title.len() + a.message.len(),
             Row::State { context, .. } => context.to_string().len(),
             Row::Webhook(w) => w.body.len(),
+            Row::Job(j) => {
+                j.metadata.to_string().len()
+                    + j.result.as_ref().map_or(0, |v| v.to_string().len())
+                    + j.error.as_ref().map_or(0, |v| v.to_string().len())
+            }
             _ => 0,
         };
         128 + text
@@ -421,12 +431,15 @@ impl Row {
             Row::State { .. } => "state",
             Row::ParticipantJoined(_) | Row::ParticipantLeft { .. } => "participant",
             Row::Webhook(_) => "webhook",
+            Row::Job(_) => "job",
         }
     }
 }
 
 #[async_trait]
-pub trait Store: WebhookStore + IngestStore + Send + Sync + fmt::Debug + 'static {
+pub trait Store:
+    WebhookStore + IngestStore + JobStore + Send + Sync + fmt::Debug + 'static
+{
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;
 

@@ -104,7 +104,8 @@ pub fn types_of(event: &Event, emergency_ack: bool) -> &'static [&'static str] {
         | Event::ResponseHeld(_)
         | Event::Command { .. }
         | Event::Metrics { .. }
-        | Event::Custom { .. } => &[],
+        | Event::Custom { .. }
+        | Event::Job { .. } => &[],
     }
 }
 

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod ingest;
+mod jobs;
 mod webhooks;
 
 use std::future::Future;
@@ -35,6 +36,7 @@ use ingest::{
     concurrent_duplicates_store_one_row, processed_events_are_recorded_once,
     sessions_are_found_by_external_id,
 };
+use jobs::{jobs_list_newest_first_with_filters, jobs_round_trip_and_keep_the_newest};
 use webhooks::{
     webhook_claims_lease_and_record_outcomes, webhook_endpoints_round_trip,
     webhook_events_become_deliveries_in_their_batch, webhook_replays_keep_the_webhook_id,
@@ -89,6 +91,8 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         webhook_events_become_deliveries_in_their_batch,
         webhook_claims_lease_and_record_outcomes,
         webhook_replays_keep_the_webhook_id,
+        jobs_round_trip_and_keep_the_newest,
+        jobs_list_newest_first_with_filters,
     ];
     let mut v = v;
     v.push(harness::test(

@@ -20,8 +20,10 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
-use eva_hub::ids::{EventId, SessionId, TenantId};
+use eva_hub::ids::{EventId, JobId, SessionId, TenantId};
+use eva_hub::protocol::job::Job;
 use eva_hub::store::ingest::{IngestStore, ProcessedEvent, Recorded};
+use eva_hub::store::jobs::{JobQuery, JobStore};
 use eva_hub::store::postgres::PostgresStore;
 use eva_hub::store::sqlite::SqliteStore;
 use eva_hub::store::webhooks::{
@@ -184,6 +186,17 @@ impl IngestStore for TimedStore {
         external_id: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.inner.session_by_external_id(external_id).await
+    }
+}
+
+/// Job reads pass through untimed.
+#[async_trait]
+impl JobStore for TimedStore {
+    async fn job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.job(tenant, id).await
+    }
+    async fn list_jobs(&self, tenant: TenantId, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        self.inner.list_jobs(tenant, q).await
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod codec;
 mod ingest;
+mod jobs;
 mod read;
 mod webhooks;
 mod write;

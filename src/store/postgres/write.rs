@@ -80,6 +80,7 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), Stor
     for round in &plan.participant_rounds {
         write_participants(conn, round).await?;
     }
+    insert(conn, &plan.jobs).await?;
     super::webhooks::write_events(conn, &plan.webhooks).await?;
     Ok(())
 }

@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::ids::{EventId, SessionId};
+use crate::ids::{EventId, JobId, SessionId};
+use crate::protocol::job::Job;
 use crate::protocol::model::{Counters, SessionState, SessionStatus};
 use crate::store::{
     AlertRow, ConversationRow, InterventionRow, MetricRow, ParticipantRow, QuestionResponseRow,
@@ -46,6 +47,9 @@ pub(crate) struct Plan<'a> {
     pub states: Vec<StateRow<'a>>,
     /// Each round holds at most one change per participant.
     pub participant_rounds: Vec<ParticipantRound<'a>>,
+    /// One per job, its latest state (an upsert that never goes back to
+    /// an older `updated_at`).
+    pub jobs: Vec<&'a Job>,
     /// Events for webhook endpoints, each written as one delivery per
     /// subscribed endpoint; last, since nothing depends on them.
     pub webhooks: Vec<&'a WebhookEventRow>,
@@ -127,6 +131,7 @@ impl<'a> Plan<'a> {
         let mut progress: HashMap<SessionId, usize> = HashMap::new();
         let mut states: HashMap<SessionId, usize> = HashMap::new();
         let mut participant_changes: HashMap<(SessionId, &'a str), usize> = HashMap::new();
+        let mut jobs: HashMap<JobId, usize> = HashMap::new();
         for row in rows {
             match row {
                 Row::Conversation(c) => plan.conversations.push(c),
@@ -213,6 +218,16 @@ impl<'a> Plan<'a> {
                         }
                     }
                 }
+                // One row per job and statement (an upsert may not touch a
+                // row twice); the newest change wins, as in the upsert.
+                Row::Job(j) => match jobs.get(&j.id) {
+                    Some(&i) if plan.jobs[i].updated_at <= j.updated_at => plan.jobs[i] = j,
+                    Some(_) => {}
+                    None => {
+                        jobs.insert(j.id, plan.jobs.len());
+                        plan.jobs.push(j);
+                    }
+                },
                 Row::ParticipantJoined(p) => {
                     plan.push_participant(&mut participant_changes, ParticipantChange::Joined(p))
                 }

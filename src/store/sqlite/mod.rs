@@ -17,6 +17,7 @@
 
 mod codec;
 mod ingest;
+mod jobs;
 mod read;
 mod webhooks;
 mod write;

@@ -71,6 +71,7 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>) -> Result<(), 
         )
         .await?;
     }
+    insert(conn, &plan.jobs).await?;
     super::webhooks::write_events(conn, &plan.webhooks).await?;
     Ok(())
 }

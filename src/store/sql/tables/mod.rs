@@ -16,8 +16,10 @@
 //! * `sessions`: `sessions`, `session_state`, `session_participants`;
 //! * `history`: the rows a session produces: `conversations`,
 //!   `question_responses`, `operator_interventions`, `system_alerts`,
-//!   `performance_metrics`.
+//!   `performance_metrics`;
+//! * `jobs`: `jobs`.
 
 mod accounts;
 mod history;
+mod jobs;
 mod sessions;

@@ -12,9 +12,9 @@ use crate::protocol::model::Role;
 use crate::protocol::{CloseCode, ServerFrame};
 use crate::stream::Published;
 
-/// What the delivery task does next, in the order jobs were queued.
+/// What the delivery task does next, in the order they were queued.
 #[derive(Debug)]
-pub(super) enum Job {
+pub(super) enum Delivery {
     /// An applied event, to every subscriber whose role is in its audience.
     Event(Arc<Published>),
     /// One frame to one connection, after everything queued before it.
