@@ -8,6 +8,7 @@
 
 pub mod credentials;
 pub mod ingest;
+pub mod jobs;
 pub mod openapi;
 pub mod pages;
 pub mod rest;

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{credentials, ingest, rest, webhooks, ws};
+use super::{credentials, ingest, jobs, rest, webhooks, ws};
 use crate::hub::Hub;
 use crate::protocol::schema::refs_alone;
 
@@ -34,6 +34,7 @@ use crate::protocol::schema::refs_alone;
         (name = "credentials", description = "Connection tokens and API keys"),
         (name = "webhooks", description = "Outbound webhooks (Standard Webhooks): endpoints, deliveries, replays"),
         (name = "ingest", description = "Inbound vendor events (Tavus, HeyGen, LiveKit, generic), verified and applied once"),
+        (name = "jobs", description = "Background jobs whose progress clients watch live"),
         (name = "realtime", description = "The WebSocket endpoint"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -84,6 +85,8 @@ pub fn routes() -> OpenApiRouter<Hub> {
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::replay))
         .routes(routes!(ingest::ingest))
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job, jobs::update_job))
         .routes(routes!(rest::healthz))
         .routes(routes!(rest::readyz))
 }

@@ -205,14 +205,14 @@ pub struct Listing<T> {
     next_before: Option<String>,
 }
 
-fn listing<T>(items: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Listing<T> {
+pub(crate) fn listing<T>(items: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Listing<T> {
     let next_before = (items.len() == limit)
         .then(|| items.last().map(&id))
         .flatten();
     Listing { items, next_before }
 }
 
-fn page_limit(limit: Option<usize>) -> usize {
+pub(crate) fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, 500)
 }
 

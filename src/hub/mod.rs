@@ -18,6 +18,7 @@
 //! | `control.rs` | alerts, and ending a takeover |
 //! | `lifecycle.rs` | sessions over REST, and lifecycle transitions |
 //! | `ingest.rs` | inbound vendor events: recorded once, applied to their session |
+//! | `jobs.rs` | jobs: created and changed over REST, reported in a session's stream |
 //! | `deferred.rs` | what timer jobs and the ticker do |
 //! | `frames/` | one module per frame family |
 //! | `dispatch.rs` | decoding, `auth`, rate limits, and the match that routes frames |
@@ -35,6 +36,7 @@ mod dispatch;
 pub mod error;
 mod frames;
 pub mod ingest;
+pub mod jobs;
 pub mod lifecycle;
 mod presence;
 mod rows;
@@ -59,6 +61,7 @@ pub use self::core::{Hub, HubInner};
 pub use client::{Client, Next};
 pub use error::{HubError, refuse};
 pub use ingest::IngestOutcome;
+pub use jobs::NewJob;
 pub use lifecycle::{LiveView, NewSession, SessionView};
 pub use validate::check_frame;
 

@@ -7,6 +7,7 @@ mod support;
 mod directory;
 mod ingest;
 mod interventions;
+mod jobs;
 mod lifecycle;
 mod malformed;
 mod metrics;

@@ -10,6 +10,7 @@ use crate::connection::ConnHandle;
 use crate::hub::client::Client;
 use crate::hub::core::Hub;
 use crate::hub::error::{HubError, not_found, refuse};
+use crate::hub::jobs::job_session_owner;
 use crate::hub::timers::Job;
 use crate::hub::validate::{live, validate_short};
 use crate::identity::Identity;
@@ -70,7 +71,14 @@ impl Hub {
         }
         let s = self.sessions.find(Some(me.tenant), session_id).await?;
         if me.role != Role::Operator {
-            live(&s.lock())?;
+            let g = s.lock();
+            // A job's own session is its owner's and the operators'.
+            if let Some(owner) = job_session_owner(&g.info.config)
+                && owner != Some(me.subject.as_str())
+            {
+                return Err(not_found());
+            }
+            live(&g)?;
         }
         if let Some(pos) = resume {
             self.backfill_history(&s, pos).await;
