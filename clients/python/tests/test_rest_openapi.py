@@ -11,8 +11,11 @@ import typing
 from functools import cache
 from typing import Any
 
-from eva_hub import Rest
-from eva_hub.rest import Page, Published, TokenGrant
+import pytest
+
+from eva_hub import HubError, Rest
+from eva_hub.rest import JobPage, Page, Published, TokenGrant
+from eva_hub.types import Job
 from conftest import REPO, Hub
 
 OPENAPI_PATH = REPO / "docs" / "openapi.json"
@@ -83,6 +86,17 @@ async def test_every_rest_call_and_field_read_is_documented(hub: Hub) -> None:
     await rest.alerts(sid)
     grant = await rest.mint_token("participant", "doc", sessions=[sid], name="Doc", ttl_s=60)
     await rest.token_provider("operator", "ops-doc")()
+    job = await rest.create_job("voice_clone", owner="doc", session=sid, audience="staff", metadata={"m": 1})
+    await rest.create_job("rag_ingest")
+    await rest.update_job(job["id"], progress=40)
+    await rest.update_job(job["id"], status="completed", result={"voice_id": "v"})
+    with pytest.raises(HubError):
+        # Every body field, once: refused (the job has finished), still
+        # recorded.
+        await rest.update_job(job["id"], status="failed", progress=100, error={"code": "x"}, result={})
+    await rest.get_job(job["id"])
+    jobs = await rest.list_jobs(status="completed", type="voice_clone", limit=1)
+    await rest.list_jobs(before=jobs.get("next_before") or job["id"])
     await rest.stop_session(sid, "done")
     assert published["seq"] > 0 and grant["token"]
 
@@ -99,7 +113,7 @@ async def test_every_rest_call_and_field_read_is_documented(hub: Hub) -> None:
             fields = set(request.get("properties", {}))
             assert set(body) <= fields, f"{method} {template}: undocumented body fields {set(body) - fields}"
             assert set(request.get("required", [])) <= set(body), f"{method} {template}: required fields missing"
-    assert len(made) == 10, sorted(made)
+    assert len(made) == 14, sorted(made)
 
     # What the wrapper reads from the answers (its TypedDicts, and the error
     # body) is what the document says the answers carry.
@@ -110,6 +124,13 @@ async def test_every_rest_call_and_field_read_is_documented(hub: Hub) -> None:
     assert keys(Published) <= answer_fields(operation("POST", f"/v1/sessions/{sid}/events")[1], "202")
     for path in ("/v1/sessions", f"/v1/sessions/{sid}/conversation", f"/v1/sessions/{sid}/alerts"):
         assert keys(Page) <= answer_fields(operation("GET", path)[1], "200"), path
+    job_path = f"/v1/jobs/{job['id']}"
+    listing = operation("GET", "/v1/jobs")[1]
+    assert keys(JobPage) <= answer_fields(listing, "200")
+    items = schema(listing["responses"]["200"]["content"]["application/json"]["schema"])["properties"]["items"]
+    assert keys(Job) == set(schema(items["items"])["properties"])
+    for method, path, status in (("POST", "/v1/jobs", "201"), ("PATCH", job_path, "200"), ("GET", job_path, "200")):
+        assert keys(Job) == answer_fields(operation(method, path)[1], status), f"{method} {path}"
     session_fields = answer_fields(operation("GET", f"/v1/sessions/{sid}")[1], "200")
     assert {"id", "status", "name"} <= session_fields
     error = schema(openapi()["components"]["schemas"]["ErrorDetail"])

@@ -81,6 +81,7 @@ def test_literal_aliases_list_every_tag() -> None:
         "Snapshot",
         "OpenQuestion",
         "PendingCommandView",
+        "Job",
         "SessionSummary",
     ],
 )
@@ -112,6 +113,7 @@ def test_commands_match() -> None:
         (types.AlertType, "AlertType"),
         (types.Severity, "Severity"),
         (types.ErrorCode, "ErrorCode"),
+        (types.JobStatus, "JobStatus"),
     ],
 )
 def test_enums_match(alias: Any, def_name: str) -> None:

@@ -14,7 +14,7 @@ from eva_hub.acks import AckTracker
 from eva_hub.codec import Codec
 from eva_hub.dispatch import Dispatcher
 from eva_hub.session import SessionView
-from eva_hub.types import EventFrame, Snapshot
+from eva_hub.types import EventFrame, Job, JobStatus, Snapshot
 
 SID = "0192f5c0-7d3e-7b1a-9c4e-2f6a8d1b3c5e"
 
@@ -194,6 +194,47 @@ def test_the_session_fold() -> None:
     v.apply_snapshot(snap)
     assert v.seq == 5 and v.status == "active" and "participant:alice" in v.members
     assert list(v.open_questions) == ["q9"] and list(v.pending_commands) == ["e9", "c9"]
+
+
+def job(id: str, status: JobStatus = "pending", progress: int = 0) -> Job:
+    return {
+        "id": id,
+        "tenant": "00000000-0000-7000-8000-000000000001",
+        "type": "voice_clone",
+        "status": status,
+        "progress": progress,
+        "stream": SID,
+        "metadata": {},
+        "created_at": "2026-12-05T10:00:00Z",
+        "updated_at": f"2026-12-05T10:00:{progress:02}Z",
+    }
+
+
+def test_the_jobs_fold() -> None:
+    v = SessionView(SID)
+    snap = snapshot()
+    snap["jobs"] = [job("j1", "processing", 40), job("j2")]
+    v.apply_snapshot(snap)
+    assert list(v.jobs) == ["j1", "j2"] and v.jobs["j1"]["progress"] == 40
+
+    # Each event is the whole job: it replaces, and the changed job moves
+    # last (least recently changed first, the snapshot's order).
+    assert v.apply(event(11, {"kind": "job", "job": job("j1", "processing", 60)}))
+    assert list(v.jobs) == ["j2", "j1"] and v.jobs["j1"]["progress"] == 60
+    # A repeat (a replay after a resume) changes nothing.
+    assert not v.apply(event(11, {"kind": "job", "job": job("j1", "processing", 30)}))
+    assert not v.apply(event(9, {"kind": "job", "job": job("j2", "cancelled")}))
+    assert v.jobs["j1"]["progress"] == 60 and v.jobs["j2"]["status"] == "pending"
+    v.apply(event(12, {"kind": "job", "job": job("j3"), "audience": "operators"}))
+    v.apply(event(13, {"kind": "job", "job": job("j1", "completed", 100)}))
+    assert list(v.jobs) == ["j2", "j3", "j1"] and v.jobs["j1"]["status"] == "completed"
+    # The session ending does not take finished jobs away.
+    v.apply(event(14, {"kind": "lifecycle", "status": "stopped", "previous": "active"}))
+    assert v.jobs["j1"]["status"] == "completed"
+
+    # A discontinuity's snapshot replaces them: none listed, none kept.
+    v.apply_snapshot(snapshot(seq=20))
+    assert v.jobs == {}
 
 
 async def test_ack_tracker_retries_boundedly_and_fails_for_good() -> None:

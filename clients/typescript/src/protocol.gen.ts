@@ -323,6 +323,12 @@ export type TenantId = string;
 export type AlertType =
   "renderer_heartbeat_lost" | "emergency_stop_unacknowledged" | "metric_threshold" | "webhook_disabled";
 export type Severity = "info" | "warning" | "error" | "critical";
+export type JobId = string;
+/**
+ * Where a job is in its life. `completed`, `failed` and `cancelled` are
+ * terminal: nothing changes a job after them.
+ */
+export type JobStatus = "pending" | "processing" | "completed" | "failed" | "cancelled";
 /**
  * Why a resume could not be served from history.
  */
@@ -444,6 +450,15 @@ export type Event =
       audience?: CustomAudience;
       data: unknown;
       from: string;
+    }
+  | {
+      kind: "job";
+      job: Job;
+      /**
+       * `all` in a job's own stream (only its owner and operators may
+       * join that); `operators` in a presentation session.
+       */
+      audience?: CustomAudience;
     };
 export type PresenceChange = "join" | "leave";
 /**
@@ -601,6 +616,15 @@ export type CompactEventFrame1 =
       audience?: CustomAudience;
       data: unknown;
       from: string;
+    }
+  | {
+      kind: "job";
+      job: Job;
+      /**
+       * `all` in a job's own stream (only its owner and operators may
+       * join that); `operators` in a presentation session.
+       */
+      audience?: CustomAudience;
     };
 
 /**
@@ -681,6 +705,11 @@ export interface Snapshot {
    * oldest first. Renderer and operators.
    */
   pending_commands?: PendingCommandView[] | null;
+  /**
+   * Jobs reporting into this stream that the role may see, in the
+   * order they last changed (`docs/JOBS.md`). Absent when none.
+   */
+  jobs?: Job[] | null;
 }
 /**
  * Real-time session state (seed 000 `session_state`). Every `state` event
@@ -816,6 +845,61 @@ export interface PendingCommandView {
    * When it was issued, Unix milliseconds.
    */
   issued_at: number;
+}
+/**
+ * A job as stored and as every client sees it.
+ */
+export interface Job {
+  id: JobId;
+  tenant: TenantId;
+  /**
+   * `voice_clone`, `persona_extract`, `rag_ingest`... (1–50 bytes).
+   */
+  type: string;
+  status: JobStatus;
+  /**
+   * 0–100; never goes down.
+   */
+  progress: number;
+  /**
+   * Who the job is for (seed 004 `user_id`): a connection whose subject
+   * this is may watch it, beside the tenant's operators.
+   */
+  owner?: string | null;
+  /**
+   * The presentation session the job was created for, if any.
+   */
+  session?: SessionId | null;
+  /**
+   * The session whose stream carries the job's `job` events: `session`
+   * when given, else a stream of the job's own. Join it to watch.
+   */
+  stream: SessionId;
+  /**
+   * The job's input, as given at creation.
+   */
+  metadata: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * The output, once `completed`.
+   */
+  result?: unknown;
+  /**
+   * What went wrong, once `failed` (e.g. `{"code": ..., "message": ...}`).
+   */
+  error?: unknown;
+  created_at: string;
+  updated_at: string;
+  /**
+   * First moved to `processing`.
+   */
+  started_at?: string | null;
+  completed_at?: string | null;
+  /**
+   * Failed or cancelled.
+   */
+  failed_at?: string | null;
 }
 /**
  * One line of a `session_list`: enough for a console's overview. The

@@ -25,15 +25,21 @@ export type RestBody =
   | InterventionRow
   | InterventionType
   | IssuedToken
+  | Job
+  | JobChange
+  | JobId
+  | JobStatus
   | KeyList
   | KeyRequest
   | KeyView
   | Listing_AlertRow
   | Listing_ConversationRow
   | Listing_InterventionRow
+  | Listing_Job
   | Listing_SessionView
   | LiveView
   | MessageType
+  | NewJob
   | NewSession
   | NewWebhook
   | ProcessedEvent
@@ -134,6 +140,12 @@ export type IngestAnswer = ProcessedEvent & {
   published: number[];
 };
 export type InterventionType = "takeover" | "suggestion" | "correction" | "emergency_stop";
+export type JobId = string;
+/**
+ * Where a job is in its life. `completed`, `failed` and `cancelled` are
+ * terminal: nothing changes a job after them.
+ */
+export type JobStatus = "pending" | "processing" | "completed" | "failed" | "cancelled";
 /**
  * Session lifecycle (seed 000 `sessions.status`).
  *
@@ -403,6 +415,65 @@ export interface IssuedToken {
   expires_at?: number | null;
 }
 /**
+ * A job as stored and as every client sees it.
+ */
+export interface Job {
+  id: JobId;
+  tenant: TenantId;
+  /**
+   * `voice_clone`, `persona_extract`, `rag_ingest`... (1–50 bytes).
+   */
+  type: string;
+  status: JobStatus;
+  /**
+   * 0–100; never goes down.
+   */
+  progress: number;
+  /**
+   * Who the job is for (seed 004 `user_id`): a connection whose subject
+   * this is may watch it, beside the tenant's operators.
+   */
+  owner?: string | null;
+  session?: SessionId | null;
+  /**
+   * The session whose stream carries the job's `job` events: `session`
+   * when given, else a stream of the job's own. Join it to watch.
+   */
+  stream: SessionId;
+  /**
+   * The job's input, as given at creation.
+   */
+  metadata: {};
+  /**
+   * The output, once `completed`.
+   */
+  result?: {} | null;
+  /**
+   * What went wrong, once `failed` (e.g. `{"code": ..., "message": ...}`).
+   */
+  error?: {} | null;
+  created_at: string;
+  updated_at: string;
+  /**
+   * First moved to `processing`.
+   */
+  started_at?: string | null;
+  completed_at?: string | null;
+  /**
+   * Failed or cancelled.
+   */
+  failed_at?: string | null;
+}
+/**
+ * A change to a job (`PATCH /v1/jobs/{id}`); absent fields stay.
+ */
+export interface JobChange {
+  status?: JobStatus | null;
+  progress?: number | null;
+  result?: {} | null;
+  error?: {} | null;
+}
+/**
  * The tenant's keys.
  */
 export interface KeyList {
@@ -501,6 +572,65 @@ export interface Listing_InterventionRow {
 /**
  * A page of a listing, newest first.
  */
+export interface Listing_Job {
+  /**
+   * Items: A job as stored and as every client sees it.
+   */
+  items: {
+    id: JobId;
+    tenant: TenantId;
+    /**
+     * `voice_clone`, `persona_extract`, `rag_ingest`... (1–50 bytes).
+     */
+    type: string;
+    status: JobStatus;
+    /**
+     * 0–100; never goes down.
+     */
+    progress: number;
+    /**
+     * Who the job is for (seed 004 `user_id`): a connection whose subject
+     * this is may watch it, beside the tenant's operators.
+     */
+    owner?: string | null;
+    session?: SessionId | null;
+    /**
+     * The session whose stream carries the job's `job` events: `session`
+     * when given, else a stream of the job's own. Join it to watch.
+     */
+    stream: SessionId;
+    /**
+     * The job's input, as given at creation.
+     */
+    metadata: {};
+    /**
+     * The output, once `completed`.
+     */
+    result?: {} | null;
+    /**
+     * What went wrong, once `failed` (e.g. `{"code": ..., "message": ...}`).
+     */
+    error?: {} | null;
+    created_at: string;
+    updated_at: string;
+    /**
+     * First moved to `processing`.
+     */
+    started_at?: string | null;
+    completed_at?: string | null;
+    /**
+     * Failed or cancelled.
+     */
+    failed_at?: string | null;
+  }[];
+  /**
+   * Pass as `before` to get the next page; absent on the last page.
+   */
+  next_before?: string | null;
+}
+/**
+ * A page of a listing, newest first.
+ */
 export interface Listing_SessionView {
   /**
    * Items: A session as REST shows it: the stored record plus what only the live
@@ -572,6 +702,26 @@ export interface LiveView {
 export interface StreamPosition {
   epoch: Epoch;
   seq: number;
+}
+/**
+ * `POST /v1/jobs`.
+ */
+export interface NewJob {
+  /**
+   * `voice_clone`, `persona_extract`, `rag_ingest`... (1–50 bytes).
+   */
+  type: string;
+  /**
+   * Who the job is for: the subject of the connections that may watch
+   * it beside the tenant's operators.
+   */
+  owner?: string | null;
+  session?: SessionId | null;
+  audience?: CustomAudience | null;
+  /**
+   * The job's input (a JSON object).
+   */
+  metadata?: {} | null;
 }
 /**
  * What a backend gives to create a session.

@@ -9,12 +9,17 @@ import type {
   EventAccepted,
   EventBody,
   IssuedToken,
+  Job,
+  JobChange,
+  JobStatus,
   KeyList,
   KeyRequest,
   Listing_AlertRow,
   Listing_ConversationRow,
   Listing_InterventionRow,
+  Listing_Job,
   Listing_SessionView,
+  NewJob,
   NewSession,
   SessionView,
   TokenRequest,
@@ -30,10 +35,15 @@ export type {
   EventBody,
   InterventionRow,
   IssuedToken,
+  Job,
+  JobChange,
+  JobStatus,
   KeyList,
   KeyRequest,
   KeyView,
+  Listing_Job,
   LiveView,
+  NewJob,
   NewSession,
   TokenRequest,
 } from './rest.gen.js';
@@ -114,6 +124,32 @@ export class HubRest {
 
   alerts(id: string, q: PageQuery = {}): Promise<Listing_AlertRow> {
     return this.call('GET', `/v1/sessions/${enc(id)}/alerts${query(q)}`);
+  }
+
+  /**
+   * `POST /v1/jobs` (201): a job, `pending` at 0 %. Watch it by joining
+   * its `stream`; without `session` that is a session of the job's own,
+   * open to its `owner` and the tenant's operators.
+   */
+  createJob(body: NewJob): Promise<Job> {
+    return this.call('POST', '/v1/jobs', body);
+  }
+
+  /**
+   * `PATCH /v1/jobs/{id}`: answered once stored. Progress only grows and a
+   * finished job does not change (`conflict`, HTTP 409).
+   */
+  updateJob(id: string, change: JobChange): Promise<Job> {
+    return this.call('PATCH', `/v1/jobs/${enc(id)}`, change);
+  }
+
+  getJob(id: string): Promise<Job> {
+    return this.call('GET', `/v1/jobs/${enc(id)}`);
+  }
+
+  /** Newest first. */
+  listJobs(q: PageQuery & { status?: JobStatus; type?: string } = {}): Promise<Listing_Job> {
+    return this.call('GET', `/v1/jobs${query(q)}`);
   }
 
   /** Creates an API key (`eva:admin`); `key` is shown this once. */

@@ -13,6 +13,7 @@ import type {
   ControlView,
   Counters,
   EventFrame,
+  Job,
   Member,
   OpenQuestion,
   PendingCommandView,
@@ -97,6 +98,12 @@ export interface SessionView {
   /** Questions, responses, corrections and suggestions of this view, oldest first, at most `conversationLimit`. */
   readonly conversation: readonly ConversationLine[];
   readonly emergencyStop: EmergencyStopView | null;
+  /**
+   * Jobs reporting into this session that this view may see (a job's own
+   * stream, or operators of a presentation), each as its latest `job`
+   * event left it, least recently changed first.
+   */
+  readonly jobs: readonly Job[];
 }
 
 export type StoreListener = (state: SessionView) => void;
@@ -135,6 +142,7 @@ function initialView(session: string): Draft {
     pendingCommands: [],
     conversation: [],
     emergencyStop: null,
+    jobs: [],
   };
 }
 
@@ -194,6 +202,7 @@ export class SessionStore {
       pendingCommands: s.pending_commands ?? [],
       conversation: [],
       emergencyStop: null,
+      jobs: s.jobs ?? [],
     };
     this.shared = false;
     this.owned.clear();
@@ -345,6 +354,12 @@ export class SessionStore {
           d.alerts = d.alerts.filter((a) => a.alert_id !== e.alert_id);
           this.owned.add('alerts');
         }
+        break;
+      }
+      case 'job': {
+        // Few jobs share a stream: a fresh list per change is cheap.
+        const d = this.draft();
+        d.jobs = [...d.jobs.filter((j) => j.id !== e.job.id), e.job];
         break;
       }
       case 'custom':

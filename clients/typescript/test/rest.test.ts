@@ -105,6 +105,29 @@ describe('HubRest', () => {
     assert.deepEqual(alerts.items, []);
   });
 
+  it('creates a job whose owner watches it live, and refuses progress going backwards', async () => {
+    const job = await rest.createJob({ type: 'voice_clone', owner: 'alice', metadata: { sample: 'a.wav' } });
+    assert.equal(job.status, 'pending');
+    assert.equal(job.progress, 0);
+    const alice = newClient({ url: hub.wsUrl, token: 'dev:participant:alice', WebSocket: socketControl().WebSocket });
+    const watching = alice.join(job.stream);
+    await watching.ready;
+    assert.deepEqual(watching.getState().jobs.map((j) => j.id), [job.id], 'the snapshot shows the job');
+    const seen: number[] = [];
+    watching.on('event:job', (e) => seen.push(e.job.progress));
+    await rest.updateJob(job.id, { progress: 30 });
+    await rest.updateJob(job.id, { progress: 60 });
+    await assert.rejects(rest.updateJob(job.id, { progress: 10 }), (e: unknown) => e instanceof HubError && e.code === 'conflict' && e.status === 409);
+    const done = await rest.updateJob(job.id, { status: 'completed', result: { voice_id: 'v-1' } });
+    assert.equal(done.progress, 100);
+    await waitFor(() => watching.getState().jobs[0]?.status === 'completed', 'the completed job');
+    assert.deepEqual(seen, [30, 60, 100]);
+    assert.deepEqual(await rest.getJob(job.id), done);
+    const listed = await rest.listJobs({ type: 'voice_clone', status: 'completed' });
+    assert.ok(listed.items.some((j) => j.id === job.id));
+    alice.close();
+  });
+
   it('mints connection tokens a client connects with (plain claims in --dev)', async () => {
     const s = await rest.createSession();
     const issued = await rest.mintToken({ role: 'participant', subject: 'minted', name: 'Min', sessions: [s.id] });

@@ -41,6 +41,7 @@ from .types import (
     AlertEvent,
     AlertAckEvent,
     CustomEvent,
+    JobEvent,
     DiscontinuityFrame,
     Event,
     EventFrame,
@@ -178,3 +179,8 @@ class HandlerRegistry:
 
     def on_custom(self, handler: EventHandler[CustomEvent]) -> EventHandler[CustomEvent]:
         return self._on("custom", handler)
+
+    def on_job(self, handler: EventHandler[JobEvent]) -> EventHandler[JobEvent]:
+        """A job reporting into the session was created or changed; the
+        event is the whole job (also in ``session(id).jobs`` by then)."""
+        return self._on("job", handler)

@@ -1,5 +1,5 @@
 """``Rest``: the hub's REST API for backends (create sessions, mint
-connection tokens, publish events, read history).
+connection tokens, publish events, read history, report jobs' progress).
 
 Standard library only (``urllib`` run in a worker thread through
 ``asyncio.to_thread``), so the SDK keeps its two dependencies. Calls are
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypedDict, cast
 
 from .errors import HubError
-from .types import CustomAudience, Role, SessionStatus
+from .types import CustomAudience, Job, JobStatus, Role, SessionStatus
 
 
 class TokenGrant(TypedDict):
@@ -37,6 +37,17 @@ class Page(TypedDict, total=False):
     as ``before`` for the next page (absent on the last page)."""
 
     items: list[dict[str, Any]]
+    next_before: str | None
+
+
+class _JobPageRequired(TypedDict):
+    items: list[Job]
+
+
+class JobPage(_JobPageRequired, total=False):
+    """A page of jobs, newest first. Pass ``next_before`` as ``before`` for
+    the next page (absent on the last page)."""
+
     next_before: str | None
 
 
@@ -117,6 +128,62 @@ class Rest:
     ) -> Page:
         path = f"/v1/sessions/{_q(session)}/{kind}" + _query(before=before, limit=limit)
         return cast(Page, await self.call("GET", path))
+
+    # -- jobs ------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        type: str,
+        *,
+        owner: str | None = None,
+        session: str | None = None,
+        audience: CustomAudience | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Job:
+        """Creates a job, ``pending`` at 0 (201), answered once stored.
+        Watchers join ``job["stream"]``: ``session`` when given (its
+        events then go to ``audience``, default ``operators``), else a
+        session of the job's own that only ``owner`` and the tenant's
+        operators may join, and that stops when the job finishes."""
+        body = _without_none(type=type, owner=owner, session=session, audience=audience, metadata=metadata)
+        return cast(Job, await self.call("POST", "/v1/jobs", body))
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        status: JobStatus | None = None,
+        progress: int | None = None,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> Job:
+        """Reports a change; returns the job after it. Answered only once
+        stored (its ``job`` event is out by then), so a returned job is
+        never lost. Progress on a ``pending`` job makes it ``processing``;
+        ``completed`` sets progress to 100. The hub decides what is
+        allowed, against the job as watchers last saw it: ``HubError``
+        ``conflict`` (409) for progress going down, a return to
+        ``pending`` or any change after the job finished; ``invalid``
+        (400) for an empty change or progress over 100."""
+        body = _without_none(status=status, progress=progress, result=result, error=error)
+        return cast(Job, await self.call("PATCH", f"/v1/jobs/{_q(job_id)}", body))
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job as stored: every change answered so far is in it."""
+        return cast(Job, await self.call("GET", f"/v1/jobs/{_q(job_id)}"))
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> JobPage:
+        """The tenant's jobs, newest first, optionally only one status or
+        type."""
+        path = "/v1/jobs" + _query(status=status, type=type, before=before, limit=limit)
+        return cast(JobPage, await self.call("GET", path))
 
     # -- credentials -------------------------------------------------------------
 

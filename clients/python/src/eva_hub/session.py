@@ -12,6 +12,12 @@ For the renderer and operators the snapshot also lists the open
 questions (no response answers them yet) and the pending commands
 (commands and emergency stops the renderer has not acknowledged); events
 keep both current.
+
+Jobs (``docs/JOBS.md``) reporting into the session come the same way: the
+snapshot lists those the role may see, and each ``job`` event carries the
+whole job after a change, so ``jobs`` holds every job as its latest event
+left it. A repeated event after a resume is skipped by its ``seq`` like
+any other, and a discontinuity's fresh snapshot replaces them all.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from .types import (
     EmergencyStopEvent,
     Event,
     EventFrame,
+    Job,
     Member,
     OpenQuestion,
     PendingCommandView,
@@ -90,6 +97,10 @@ class SessionView:
         # Oldest first (dicts keep insertion order).
         self.open_questions: dict[str, OpenQuestion] = {}
         self.pending_commands: dict[str, PendingCommandView] = {}
+        # By job id, least recently changed first (as the snapshot lists
+        # them). Finished jobs stay: their final state is what a watcher
+        # came for.
+        self.jobs: dict[str, Job] = {}
         self.last_emergency_stop: EmergencyStopEvent | None = None
 
     # -- convenience views ------------------------------------------------
@@ -164,6 +175,8 @@ class SessionView:
             self.open_questions[q["question_id"]] = q
         for c in snap.get("pending_commands") or ():
             self.pending_commands[c["command_id"]] = c
+        for job in snap.get("jobs") or ():
+            self.jobs[job["id"]] = job
 
     def answered(self, question_id: str) -> None:
         """A response to the question was stored (the renderer's own acked
@@ -326,6 +339,14 @@ def _alert_ack(v: SessionView, e: Any, ts: int | None) -> None:
     v.alerts.pop(e["alert_id"], None)
 
 
+def _job(v: SessionView, e: Any, ts: int | None) -> None:
+    # The event is the whole job, not a delta: replace. Re-inserted so the
+    # dict stays least recently changed first, the snapshot's order.
+    job: Job = e["job"]
+    v.jobs.pop(job["id"], None)
+    v.jobs[job["id"]] = job
+
+
 _FOLDS: dict[str, Callable[[SessionView, Event, "int | None"], None]] = {
     "created": _created,
     "lifecycle": _lifecycle,
@@ -345,4 +366,5 @@ _FOLDS: dict[str, Callable[[SessionView, Event, "int | None"], None]] = {
     "metrics": _metrics,
     "alert": _alert,
     "alert_ack": _alert_ack,
+    "job": _job,
 }

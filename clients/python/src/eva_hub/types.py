@@ -26,6 +26,9 @@ ReleaseReason = Literal["released", "expired", "session_ended"]
 DiscontinuityReason = Literal["epoch_changed", "history_trimmed", "position_ahead"]
 AlertType = Literal["renderer_heartbeat_lost", "emergency_stop_unacknowledged", "metric_threshold", "webhook_disabled"]
 Severity = Literal["info", "warning", "error", "critical"]
+# `completed`, `failed` and `cancelled` are terminal: a finished job does
+# not change again.
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 ErrorCode = Literal[
     "bad_frame",
     "unknown_type",
@@ -182,6 +185,42 @@ class ResumeCommand(TypedDict):
 
 
 Command = Union[SayCommand, GotoSlideCommand, PauseCommand, ResumeCommand]
+
+
+# `type` is a field name here, so this one uses the functional syntax too.
+_JobRequired = TypedDict(
+    "_JobRequired",
+    {
+        "id": str,
+        "tenant": str,
+        "type": str,
+        "status": JobStatus,
+        "progress": int,
+        "stream": str,
+        "metadata": dict[str, Any],
+        "created_at": str,
+        "updated_at": str,
+    },
+)
+
+
+class Job(_JobRequired, total=False):
+    """Background work with live progress (``docs/JOBS.md``), as REST
+    answers, ``job`` events and snapshots all carry it: the whole job, so
+    the latest one seen replaces any earlier one. ``progress`` is 0-100
+    and never goes down; ``stream`` is the session to join to watch it.
+    Times are RFC 3339 strings (``created_at``, ``updated_at``,
+    ``started_at`` once it left ``pending``, ``completed_at``,
+    ``failed_at`` for failed or cancelled)."""
+
+    owner: str | None
+    session: str | None
+    result: Any
+    error: Any
+    started_at: str | None
+    completed_at: str | None
+    failed_at: str | None
+
 
 # ---------------------------------------------------------------------------
 # Client frames (what the SDK sends)
@@ -590,6 +629,19 @@ _CustomEventRequired = TypedDict(
 class CustomEvent(_CustomEventRequired, total=False):
     audience: CustomAudience
 
+
+class _JobEventRequired(TypedDict):
+    kind: Literal["job"]
+    job: Job
+
+
+class JobEvent(_JobEventRequired, total=False):
+    """A job reporting into this stream was created or changed: its whole
+    state after the change. ``audience`` is left out when it is ``"all"``
+    (a job's own stream); ``operators`` by default in a presentation."""
+
+    audience: CustomAudience
+
 Event = Union[
     CreatedEvent,
     LifecycleEvent,
@@ -612,6 +664,7 @@ Event = Union[
     AlertEvent,
     AlertAckEvent,
     CustomEvent,
+    JobEvent,
 ]
 
 EventKind = Literal[
@@ -636,6 +689,7 @@ EventKind = Literal[
     "alert",
     "alert_ack",
     "custom",
+    "job",
 ]
 
 # ---------------------------------------------------------------------------
@@ -721,6 +775,9 @@ class Snapshot(_SnapshotRequired, total=False):
     held_responses: list[ResponseBody] | None
     questions: list[OpenQuestion] | None
     pending_commands: list[PendingCommandView] | None
+    # Jobs reporting into this stream that the role may see, least
+    # recently changed first; absent when none.
+    jobs: list[Job] | None
 
 
 class _SnapshotFrameRequired(_SnapshotRequired):
@@ -736,6 +793,7 @@ class SnapshotFrame(_SnapshotFrameRequired, total=False):
     held_responses: list[ResponseBody] | None
     questions: list[OpenQuestion] | None
     pending_commands: list[PendingCommandView] | None
+    jobs: list[Job] | None
 
 
 ResumedFrame = TypedDict(
