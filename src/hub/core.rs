@@ -26,6 +26,8 @@ use crate::protocol::model::Event;
 use crate::protocol::{CloseCode, SessionStatus};
 use crate::session::{Replica, Session, Sessions};
 use crate::store::Row;
+use crate::store::ingest::batcher::Recorder;
+use crate::store::ingest::mappings::Mappings;
 use crate::store::writer::BatchWriter;
 use crate::stream::{Origin, Published};
 
@@ -36,6 +38,10 @@ pub struct HubInner {
     pub sessions: Arc<Sessions>,
     pub broker: Arc<dyn Broker>,
     pub writer: BatchWriter,
+    /// Records inbound vendor events in batches.
+    pub(super) ingest: Recorder,
+    /// The session each vendor conversation maps to.
+    pub(super) conversations: Mappings,
     pub auth: Arc<dyn Authenticator>,
     /// Connection, frame, question and REST limits.
     pub limiter: Limits,

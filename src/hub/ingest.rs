@@ -12,7 +12,11 @@
 //!
 //! The record comes before the publish, so an event whose publish fails
 //! (the broker unreachable) is recorded and not applied: applied at most
-//! once, and the failure is logged and counted.
+//! once, and the failure is logged and counted. The answer waits for the
+//! rows an event produced (an utterance's conversation row) to commit,
+//! and backlog room for them is taken before anything is recorded, so a
+//! full backlog refuses the request (503, retry) instead of recording an
+//! event it could not apply.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,14 +28,15 @@ use uuid::Uuid;
 use super::core::Hub;
 use super::error::{HubError, refuse};
 use super::rows::conversation;
-use crate::ids::EventId;
+use crate::ids::{EventId, SessionId, TenantId};
 use crate::ingest::{Action, Inbound, Speaker};
 use crate::metrics as m;
 use crate::protocol::model::{CustomAudience, Event};
 use crate::protocol::{ErrorCode, SessionStatus};
 use crate::session::Session;
 use crate::store::ingest::{ProcessedEvent, Recorded};
-use crate::store::{MessageType, Row, SessionRecord};
+use crate::store::writer::{Ack, Reservation};
+use crate::store::{MessageType, Row};
 use crate::stream::Origin;
 
 /// What became of an inbound event.
@@ -55,10 +60,17 @@ impl Hub {
         inbound: Inbound,
         received: Instant,
     ) -> Result<IngestOutcome, HubError> {
-        let store = self.writer.store();
-        let record = store
-            .session_by_external_id(&inbound.conversation_id)
+        let store = self.writer.store().clone();
+        let record = self
+            .conversations
+            .session_of(store.as_ref(), &inbound.conversation_id)
             .await?;
+        let reservation = match (&record, &inbound.action) {
+            (Some(_), Action::Utterance { text, .. }) => {
+                Some(self.writer.reserve(1, 512 + text.len())?)
+            }
+            _ => None,
+        };
         let event = ProcessedEvent {
             id: Uuid::now_v7(),
             source: inbound.source.as_str().to_owned(),
@@ -66,13 +78,13 @@ impl Hub {
             event_type: inbound.event_type.clone(),
             event_data: inbound.body.clone(),
             event_hash: inbound.event_hash.clone(),
-            session: record.as_ref().map(|r| r.id),
+            session: record.map(|(_, id)| id),
             // Whole microseconds: what every store keeps.
             processed_at: chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
                 .unwrap_or_default(),
             processing_duration_ms: received.elapsed().as_millis().min(i32::MAX as u128) as i32,
         };
-        let event = match store.record_processed_event(&event).await? {
+        let event = match self.ingest.record(event).await? {
             Recorded::Duplicate(stored) => {
                 return Ok(IngestOutcome {
                     event: stored,
@@ -82,14 +94,17 @@ impl Hub {
             }
             Recorded::New(e) => e,
         };
-        let published = match &record {
-            Some(r) => match self.apply_inbound(r, &inbound, event.id).await {
+        let published = match record {
+            Some(target) => match self
+                .apply_inbound(target, &inbound, event.id, reservation)
+                .await
+            {
                 Ok(seqs) => seqs,
                 Err(e) => {
                     tracing::warn!(
                         source = inbound.source.as_str(),
                         event_type = %inbound.event_type,
-                        session = %r.id,
+                        session = %target.1,
                         error = %e,
                         "inbound event recorded but not applied"
                     );
@@ -108,14 +123,15 @@ impl Hub {
 
     async fn apply_inbound(
         &self,
-        record: &SessionRecord,
+        (tenant, id): (TenantId, SessionId),
         inbound: &Inbound,
         event_id: Uuid,
+        reservation: Option<Reservation>,
     ) -> Result<Vec<u64>, HubError> {
         if matches!(inbound.action, Action::Record) {
             return Ok(Vec::new());
         }
-        let session = self.sessions.find(Some(record.tenant), record.id).await?;
+        let session = self.sessions.find(Some(tenant), id).await?;
         if session.lock().info.status.is_terminal() {
             return Err(refuse(ErrorCode::SessionEnded, "the session has ended"));
         }
@@ -171,7 +187,7 @@ impl Hub {
                 // The stored event's id as the row's client id: a row
                 // written twice (a retried batch) is kept once.
                 let row_id = event_id.to_string();
-                self.persist(vec![Row::Conversation(conversation(
+                let rows = vec![Row::Conversation(conversation(
                     &p,
                     EventId::new(),
                     kind,
@@ -180,7 +196,13 @@ impl Hub {
                     None,
                     json!({ "source": source, "event_type": inbound.event_type }),
                     Some(&row_id),
-                ))]);
+                ))];
+                let (ack, committed) = Ack::notify();
+                match reservation {
+                    Some(r) => r.submit(rows, Some(ack)),
+                    None => self.writer.submit(rows, Some(ack))?,
+                }
+                committed.wait().await?;
                 Ok(vec![p.seq])
             }
             Action::Ended { reason } => {

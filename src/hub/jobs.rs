@@ -18,7 +18,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use super::core::Hub;
 use super::error::{HubError, refuse};
@@ -30,9 +29,9 @@ use crate::protocol::SessionStatus;
 use crate::protocol::job::{Job, JobChange, JobRefusal, JobStatus};
 use crate::protocol::model::{CustomAudience, Event};
 use crate::session::{Replica, Session};
+use crate::store::Row;
 use crate::store::jobs::{JOB_TYPE_MAX, JobQuery};
 use crate::store::writer::Ack;
-use crate::store::{Row, StoreError};
 use crate::stream::Origin;
 use crate::webhooks::{JobEvent, job_row};
 
@@ -170,9 +169,9 @@ impl Hub {
                 origin(principal),
             )
             .await?;
-        let (tx, rx) = oneshot::channel();
-        reservation.submit(rows, Some(Ack::Notify(tx)));
-        committed(rx).await?;
+        let (ack, committed) = Ack::notify();
+        reservation.submit(rows, Some(ack));
+        committed.wait().await?;
         Ok(job)
     }
 
@@ -235,9 +234,9 @@ impl Hub {
             Row::Job(job.clone()),
             Row::Webhook(job_row(job.tenant, event, data, job.updated_at)),
         ];
-        let (tx, rx) = oneshot::channel();
-        reservation.submit(rows, Some(Ack::Notify(tx)));
-        committed(rx).await?;
+        let (ack, committed) = Ack::notify();
+        reservation.submit(rows, Some(ack));
+        committed.wait().await?;
         if job.status.is_terminal()
             && job.session.is_none()
             && let Some(s) = &stream
@@ -297,12 +296,5 @@ fn origin(principal: &Principal) -> Origin {
     Origin {
         sender: principal.subject.clone(),
         ..Origin::default()
-    }
-}
-
-async fn committed(rx: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), HubError> {
-    match rx.await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(StoreError::Unavailable("the store writer stopped".into()).into()),
     }
 }

@@ -55,6 +55,8 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::connection::outbox::OutboxLimits;
 use crate::session::{ReplicaLimits, Sessions};
+use crate::store::ingest::batcher::Recorder;
+use crate::store::ingest::mappings::Mappings;
 use crate::store::writer::BatchWriter;
 
 pub use self::core::{Hub, HubInner};
@@ -104,6 +106,8 @@ impl Hub {
                 settings: settings.clone(),
                 sessions,
                 broker,
+                ingest: Recorder::start(writer.store().clone()),
+                conversations: Mappings::default(),
                 writer,
                 auth,
                 limiter,

@@ -598,8 +598,12 @@ impl WebhookStore for MemoryStore {
 
 #[async_trait]
 impl IngestStore for MemoryStore {
-    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
-        Ok(self.tables.lock().ingest.record(e))
+    async fn record_processed_events(
+        &self,
+        events: &[ProcessedEvent],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let mut t = self.tables.lock();
+        Ok(events.iter().map(|e| t.ingest.record(e)).collect())
     }
 
     async fn processed_event(

@@ -88,6 +88,13 @@ pub enum Ack {
 }
 
 impl Ack {
+    /// An ack that wakes the returned [`Committed`] once the rows commit
+    /// (or fail for good): how a REST answer waits for its rows.
+    pub fn notify() -> (Ack, Committed) {
+        let (tx, rx) = oneshot::channel();
+        (Ack::Notify(tx), Committed(rx))
+    }
+
     fn complete(self, result: Result<(), StoreError>) {
         match self {
             Ack::Frame {
@@ -104,6 +111,22 @@ impl Ack {
             Ack::Notify(tx) => {
                 let _ = tx.send(result);
             }
+        }
+    }
+}
+
+/// Completes once the rows of an [`Ack::notify`] submission commit.
+#[derive(Debug)]
+pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Committed {
+    /// # Errors
+    /// The store rejected the rows, or the writer stopped before they
+    /// committed.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0.await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("the store writer stopped".into())),
         }
     }
 }

@@ -163,6 +163,15 @@ async fn tavus_events_reach_a_participant() {
 
     let (status, body) = deliver(&app, "tavus", "tavus_utterance").await;
     accepted(status, &body, id);
+    // The answer waits for the conversation row to commit: it is there
+    // at once.
+    let (status, conv) = app.get(&format!("/v1/sessions/{id}/conversation")).await;
+    assert_eq!(status, 200, "{conv}");
+    assert!(
+        conv.to_string()
+            .contains("What does the new pricing include?"),
+        "{conv}"
+    );
     let data = custom(&mut p, "utterance").await;
     assert_eq!(data["role"], "user");
     assert_eq!(data["text"], "What does the new pricing include?");
@@ -176,15 +185,6 @@ async fn tavus_events_reach_a_participant() {
         }
         _ => unreachable!(),
     }
-    // The utterance went into the conversation.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, conv) = app.get(&format!("/v1/sessions/{id}/conversation")).await;
-    assert_eq!(status, 200, "{conv}");
-    assert!(
-        conv.to_string()
-            .contains("What does the new pricing include?"),
-        "{conv}"
-    );
 }
 
 #[tokio::test]

@@ -107,6 +107,40 @@ pub(super) async fn concurrent_duplicates_store_one_row(store: Arc<dyn Store>) {
     );
 }
 
+pub(super) async fn batches_answer_each_event_in_order(store: Arc<dyn Store>) {
+    let conversation = format!("conv-{}", Uuid::now_v7());
+    let stored = processed(&conversation, 1, None);
+    store.record_processed_event(&stored).await.unwrap();
+    let fresh = processed(&conversation, 2, None);
+    let redelivered = |e: &ProcessedEvent| ProcessedEvent {
+        id: Uuid::now_v7(),
+        processing_duration_ms: 7,
+        ..e.clone()
+    };
+    // Stored before, new, the new one again in the same batch, another new.
+    let other = processed(&conversation, 3, None);
+    let batch = vec![
+        redelivered(&stored),
+        fresh.clone(),
+        redelivered(&fresh),
+        other.clone(),
+    ];
+    assert_eq!(
+        store.record_processed_events(&batch).await.unwrap(),
+        vec![
+            Recorded::Duplicate(stored.clone()),
+            Recorded::New(fresh.clone()),
+            Recorded::Duplicate(fresh.clone()),
+            Recorded::New(other.clone()),
+        ]
+    );
+    assert_eq!(store.record_processed_events(&[]).await.unwrap(), vec![]);
+    assert_eq!(
+        store.count_processed_events(&conversation).await.unwrap(),
+        3
+    );
+}
+
 pub(super) async fn sessions_are_found_by_external_id(store: Arc<dyn Store>) {
     let t = tenant(&store).await;
     let external = format!("tavus-{}", Uuid::now_v7());

@@ -33,8 +33,8 @@ use common::harness::{self, Test};
 use common::pg::PgFixture;
 use common::{TempDb, now_ms};
 use ingest::{
-    concurrent_duplicates_store_one_row, processed_events_are_recorded_once,
-    sessions_are_found_by_external_id,
+    batches_answer_each_event_in_order, concurrent_duplicates_store_one_row,
+    processed_events_are_recorded_once, sessions_are_found_by_external_id,
 };
 use jobs::{jobs_list_newest_first_with_filters, jobs_round_trip_and_keep_the_newest};
 use webhooks::{
@@ -87,6 +87,7 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         webhook_endpoints_round_trip,
         processed_events_are_recorded_once,
         concurrent_duplicates_store_one_row,
+        batches_answer_each_event_in_order,
         sessions_are_found_by_external_id,
         webhook_events_become_deliveries_in_their_batch,
         webhook_claims_lease_and_record_outcomes,

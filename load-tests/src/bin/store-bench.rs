@@ -172,8 +172,11 @@ impl WebhookStore for TimedStore {
 /// Inbound-event calls pass through untimed.
 #[async_trait]
 impl IngestStore for TimedStore {
-    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
-        self.inner.record_processed_event(e).await
+    async fn record_processed_events(
+        &self,
+        events: &[ProcessedEvent],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        self.inner.record_processed_events(events).await
     }
     async fn processed_event(&self, hash: &str) -> Result<Option<ProcessedEvent>, StoreError> {
         self.inner.processed_event(hash).await

@@ -1,7 +1,10 @@
 //! PostgreSQL: inbound vendor events and sessions by external id
 //! (`store::ingest`).
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -10,7 +13,7 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::codec::{err, select};
 use crate::ids::SessionId;
-use crate::store::ingest::{IngestStore, ProcessedEvent, Recorded};
+use crate::store::ingest::{IngestStore, ProcessedEvent, Recorded, answers, first_of_each_hash};
 use crate::store::sql::columns::Decode;
 use crate::store::{SessionRecord, StoreError};
 
@@ -42,34 +45,97 @@ fn event(r: &PgRow) -> Result<ProcessedEvent, StoreError> {
 
 #[async_trait]
 impl IngestStore for PostgresStore {
-    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
+    async fn record_processed_events(
+        &self,
+        events: &[ProcessedEvent],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let firsts = first_of_each_hash(events);
+        // In hash order: concurrent batches take the unique index's locks
+        // in one order, so two of them sharing hashes wait for each other
+        // instead of deadlocking.
+        let mut rows: Vec<&ProcessedEvent> = firsts.iter().map(|&i| &events[i]).collect();
+        rows.sort_unstable_by(|a, b| a.event_hash.cmp(&b.event_hash));
+        // One statement: the rows are inserted, and a hash already stored
+        // (or being stored by a concurrent batch, which it waits for) is
+        // skipped; RETURNING names the rows this batch inserted.
         let q = format!(
             "INSERT INTO processed_webhook_events ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (event_hash) DO NOTHING"
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                 $5::jsonb[], $6::text[], $7::uuid[], $8::timestamptz[], $9::int4[]) \
+             ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash"
         );
-        let done = sqlx::query(&q)
-            .bind(e.id)
-            .bind(&e.source)
-            .bind(&e.conversation_id)
-            .bind(&e.event_type)
-            .bind(Json(&e.event_data))
-            .bind(&e.event_hash)
-            .bind(e.session.map(|s| s.0))
-            .bind(e.processed_at)
-            .bind(e.processing_duration_ms)
-            .execute(&self.pool)
+        let inserted: Vec<String> = sqlx::query_scalar(&q)
+            .bind(rows.iter().map(|e| e.id).collect::<Vec<Uuid>>())
+            .bind(
+                rows.iter()
+                    .map(|e| e.source.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|e| e.conversation_id.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(rows.iter().map(|e| Json(&e.event_data)).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|e| e.event_hash.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|e| e.session.map(|s| s.0))
+                    .collect::<Vec<Option<Uuid>>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|e| e.processed_at)
+                    .collect::<Vec<DateTime<Utc>>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|e| e.processing_duration_ms)
+                    .collect::<Vec<i32>>(),
+            )
+            .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        if done.rows_affected() == 1 {
-            return Ok(Recorded::New(e.clone()));
+        let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        let new: HashSet<usize> = firsts
+            .iter()
+            .copied()
+            .filter(|&i| inserted.contains(events[i].event_hash.as_str()))
+            .collect();
+        // The stored rows of the hashes that were taken before.
+        let taken: Vec<&str> = firsts
+            .iter()
+            .filter(|i| !new.contains(i))
+            .map(|&i| events[i].event_hash.as_str())
+            .collect();
+        let mut stored = HashMap::new();
+        if !taken.is_empty() {
+            let q = format!(
+                "SELECT {COLUMNS} FROM processed_webhook_events WHERE event_hash = ANY($1)"
+            );
+            for r in sqlx::query(&q)
+                .bind(&taken)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?
+            {
+                let e = event(&r)?;
+                stored.insert(e.event_hash.clone(), e);
+            }
         }
-        // The hash is taken (maybe by a concurrent delivery that has just
-        // committed): the stored row is the answer.
-        self.processed_event(&e.event_hash)
-            .await?
-            .map(Recorded::Duplicate)
-            .ok_or_else(|| StoreError::Unavailable("a duplicate event vanished".into()))
+        answers(events, &new, &stored)
     }
 
     async fn processed_event(

@@ -1,6 +1,8 @@
 //! SQLite: inbound vendor events and sessions by external id
 //! (`store::ingest`).
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -8,7 +10,7 @@ use sqlx::sqlite::SqliteRow;
 use super::SqliteStore;
 use super::codec::{err, parse_ts, select, ts};
 use crate::ids::SessionId;
-use crate::store::ingest::{IngestStore, ProcessedEvent, Recorded};
+use crate::store::ingest::{IngestStore, ProcessedEvent, Recorded, answers, first_of_each_hash};
 use crate::store::sql::columns::Decode;
 use crate::store::{SessionRecord, StoreError};
 
@@ -41,34 +43,54 @@ fn event(r: &SqliteRow) -> Result<ProcessedEvent, StoreError> {
 
 #[async_trait]
 impl IngestStore for SqliteStore {
-    async fn record_processed_event(&self, e: &ProcessedEvent) -> Result<Recorded, StoreError> {
-        let q = format!(
+    async fn record_processed_events(
+        &self,
+        events: &[ProcessedEvent],
+    ) -> Result<Vec<Recorded>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let insert = format!(
             "INSERT INTO processed_webhook_events ({COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (event_hash) DO NOTHING"
         );
-        let done = sqlx::query(&q)
-            .bind(e.id.to_string())
-            .bind(&e.source)
-            .bind(&e.conversation_id)
-            .bind(&e.event_type)
-            .bind(e.event_data.to_string())
-            .bind(&e.event_hash)
-            .bind(e.session.map(|s| s.to_string()))
-            .bind(ts(e.processed_at))
-            .bind(e.processing_duration_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        if done.rows_affected() == 1 {
-            return Ok(Recorded::New(e.clone()));
+        let select =
+            format!("SELECT {COLUMNS} FROM processed_webhook_events WHERE event_hash = ?1");
+        // One transaction, one commit for the batch; SQLite has one
+        // writer, so nothing interleaves between an insert that conflicts
+        // and the read of the row it conflicted with.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut new = HashSet::new();
+        let mut stored = HashMap::new();
+        for i in first_of_each_hash(events) {
+            let e = &events[i];
+            let done = sqlx::query(&insert)
+                .bind(e.id.to_string())
+                .bind(&e.source)
+                .bind(&e.conversation_id)
+                .bind(&e.event_type)
+                .bind(e.event_data.to_string())
+                .bind(&e.event_hash)
+                .bind(e.session.map(|s| s.to_string()))
+                .bind(ts(e.processed_at))
+                .bind(e.processing_duration_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            if done.rows_affected() == 1 {
+                new.insert(i);
+            } else if let Some(r) = sqlx::query(&select)
+                .bind(&e.event_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?
+            {
+                stored.insert(e.event_hash.clone(), event(&r)?);
+            }
         }
-        // The hash is taken: the stored row is the answer. It cannot
-        // vanish in between (rows are never deleted by the hub).
-        self.processed_event(&e.event_hash)
-            .await?
-            .map(Recorded::Duplicate)
-            .ok_or_else(|| StoreError::Unavailable("a duplicate event vanished".into()))
+        tx.commit().await.map_err(err)?;
+        answers(events, &new, &stored)
     }
 
     async fn processed_event(
