@@ -444,8 +444,14 @@ where
 /// A REST client for the tests. reqwest is built without a default TLS
 /// crypto provider (the hub installs ring when its webhook dispatcher
 /// starts, which a test may not have done yet), so install it here;
-/// installing twice is harmless.
+/// installing twice is harmless. Pooled connections are dropped after a
+/// second idle: the hub closes an idle keep-alive connection after its
+/// `handshake_timeout` (5 s), and a request sent on one just as it closes
+/// fails with an incomplete message.
 pub fn test_http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("a REST client")
 }
