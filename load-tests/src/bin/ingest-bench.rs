@@ -11,7 +11,8 @@
 //!
 //! ```sh
 //! cargo build --release -p eva-load -p eva-hub
-//! target/release/ingest-bench --connections 32 --events 50000 --repeat 2
+//! target/release/ingest-bench --connections 128 --events 60000 --repeat 2
+//! target/release/ingest-bench --connections 128 --events 20000 --store sqlite
 //! ```
 
 use std::net::SocketAddr;
@@ -52,6 +53,10 @@ struct Cli {
     /// Sessions the events map to (round robin).
     #[arg(long, default_value_t = 8)]
     sessions: usize,
+    /// `memory`, `sqlite` (a fresh file, synchronous = FULL), or a
+    /// `postgres://` URL (the hub migrates it on start).
+    #[arg(long, default_value = "memory")]
+    store: String,
     /// CPUs for the hub (`taskset -c`); empty: unpinned.
     #[arg(long, default_value = "0")]
     hub_cpus: String,
@@ -153,14 +158,30 @@ async fn watch(hub: SocketAddr, id: SessionId, counts: Arc<Counts>) -> anyhow::R
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = rlimit::increase_nofile_limit(65_536);
+    let mut env = vec![
+        ("EVA_HUB__LOG__LEVEL".to_owned(), "error".to_owned()),
+        ("EVA_HUB__INGEST__GENERIC_SECRET".into(), SECRET.into()),
+        ("EVA_HUB__LIMITS__ENABLED".into(), "false".into()),
+    ];
+    let tmp = std::env::temp_dir().join(format!("ingest-bench-{}", std::process::id()));
+    match cli.store.as_str() {
+        "memory" => {}
+        "sqlite" => {
+            std::fs::create_dir_all(&tmp)?;
+            env.push((
+                "EVA_HUB__STORE__DATABASE_URL".into(),
+                format!("sqlite://{}/bench.db", tmp.display()),
+            ));
+        }
+        url if url.starts_with("postgres://") => {
+            env.push(("EVA_HUB__STORE__DATABASE_URL".into(), url.to_owned()));
+        }
+        other => bail!("--store is memory, sqlite or a postgres:// URL, not {other}"),
+    }
     let hub = Hub::spawn(&Spawn {
         binary: Spawn::release_binary(),
         cpus: (!cli.hub_cpus.is_empty()).then(|| cli.hub_cpus.clone()),
-        env: vec![
-            ("EVA_HUB__LOG__LEVEL".into(), "error".into()),
-            ("EVA_HUB__INGEST__GENERIC_SECRET".into(), SECRET.into()),
-            ("EVA_HUB__LIMITS__ENABLED".into(), "false".into()),
-        ],
+        env,
         log: None,
     })
     .await?;
@@ -243,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
     let requests = cli.events * cli.repeat;
     let result = json!({
         "label": cli.label,
+        "store": if cli.store.starts_with("postgres://") { "postgres" } else { cli.store.as_str() },
         "events": cli.events,
         "repeat": cli.repeat,
         "connections": cli.connections,
@@ -263,6 +285,8 @@ async fn main() -> anyhow::Result<()> {
         && counts.seen.load(Ordering::Relaxed) == cli.events;
     let dir = report::results_dir("ingest");
     report::write_json(&dir, &cli.label, &result)?;
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&tmp);
     if !ok {
         bail!("the idempotency contract did not hold (see accepted, duplicates, hub_events_seen)");
     }
