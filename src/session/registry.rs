@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::delivery;
-use super::replica::{Replica, ReplicaLimits, Session};
+use super::replica::{Replica, ReplicaLimits, Seen, Session};
 use super::snapshot::ReplicaSnapshot;
 use crate::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition};
 use crate::ids::{SessionId, TenantId, now_ms};
 use crate::protocol::model::{Event, StreamPosition};
-use crate::store::{SessionRecord, Store, StoreError};
+use crate::store::{Page, SessionRecord, Store, StoreError};
 use crate::stream::{Origin, Published};
 
 /// Attempts at a conditional publish before giving up.
@@ -204,7 +204,11 @@ impl Sessions {
                 };
                 Session::new(&record.as_created(), first, self.limits)
             }
-            None => Session::new(&record, position, self.limits),
+            None => {
+                let s = Session::new(&record, position, self.limits);
+                self.remember_stored_ids(&s).await;
+                s
+            }
         };
         let session = Arc::new(session);
         let from = session.lock().position();
@@ -217,6 +221,44 @@ impl Sessions {
             return Err(e.into());
         }
         Ok(session)
+    }
+
+    /// A session loaded from its stored record alone (after a restart,
+    /// with no stream or checkpoint left) has lost which client ids it
+    /// had accepted. The newest conversation rows carry them: remembered
+    /// again, a resend of a question or response that committed before
+    /// the restart, whose ack was lost with the connection, is answered
+    /// with its original `ref_id` and creates nothing, as before the
+    /// restart. Its `seq` is the one the session was loaded at: the
+    /// original's seq belongs to the epoch before. A failed read only
+    /// loses that memory (the rows stay unique in the store either way).
+    async fn remember_stored_ids(&self, session: &Session) {
+        let page = Page {
+            before: None,
+            limit: self.limits.dedupe_window,
+        };
+        let rows = match self.store.conversation(session.id, page).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e,
+                    "could not read the session's recent client ids; resends after this restart get new ids");
+                return;
+            }
+        };
+        let mut g = session.lock();
+        let seq = g.position().seq;
+        // Oldest first, so the newest stay in the window.
+        for row in rows.iter().rev() {
+            if let (Some(sender), Some(cid)) = (row.sender(), &row.client_msg_id) {
+                g.dedupe.insert(
+                    (sender.to_owned(), cid.clone()),
+                    Seen {
+                        seq,
+                        ref_id: Some(row.id),
+                    },
+                );
+            }
+        }
     }
 
     /// Loads every session that had not ended, after a restart. Their

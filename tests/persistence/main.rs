@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use eva_hub::ids::SessionId;
 use eva_hub::protocol::frames::DiscontinuityReason;
-use eva_hub::protocol::model::{RendererMetrics, Role, StatePatch, StreamPosition};
+use eva_hub::protocol::model::{Event, RendererMetrics, Role, StatePatch, StreamPosition};
 use eva_hub::protocol::{ClientFrame, Codec, ServerFrame, SessionStatus};
 use eva_hub::store::{Page, Row};
 use serde_json::{Value, json};
@@ -120,7 +120,10 @@ async fn restart_reloads_sessions_and_their_state(db: Db) {
         .connect(Role::Participant, "alice", Codec::MsgPack)
         .await;
     let snap = p.join(id).await;
-    ask(&mut p, id, "q-1", "Is there a trial?").await;
+    let first = match ask(&mut p, id, "q-1", "Is there a trial?").await {
+        ServerFrame::Ack { ref_id, .. } => ref_id.expect("a question's ack names it"),
+        other => panic!("expected an ack, got {other:?}"),
+    };
     let mut last = snap.seq;
     while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), p.client.recv())
         .await
@@ -192,8 +195,32 @@ async fn restart_reloads_sessions_and_their_state(db: Db) {
     assert_eq!(staff.context, Some(json!({"conversation_flow": "qa"})));
 
     // The stored conversation is there, and resending the question after
-    // the restart does not store it twice.
-    ask(&mut p, id, "q-1", "Is there a trial?").await;
+    // the restart (its ack lost with the connection, say) is answered as
+    // before it: the original question, nothing new stored or published.
+    match ask(&mut p, id, "q-1", "Is there a trial?").await {
+        ServerFrame::Ack {
+            ref_id, duplicate, ..
+        } => {
+            assert_eq!(ref_id, Some(first), "the original question's id");
+            assert!(duplicate, "a resend creates nothing");
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(200), o.client.recv())
+        .await
+        .map(|r| r.ok().and_then(|i| i.frame()))
+    {
+        assert!(
+            !matches!(
+                f,
+                ServerFrame::Event {
+                    event: Event::Question { .. },
+                    ..
+                }
+            ),
+            "the resend published a second question: {f:?}"
+        );
+    }
     let (status, body) = app.get(&format!("/v1/sessions/{id}/conversation")).await;
     assert_eq!(status, 200, "{body}");
     let questions: Vec<&Value> = body["items"]
