@@ -111,16 +111,68 @@ impl Hub {
     ) -> Result<(), HubError> {
         let reservation = self.writer.reserve(rows, 128 * rows + bytes)?;
         let sender = client.origin(None).sender;
-        let p = self
+        let published = self
             .publish_checked(session, client.origin(Some(id)), |g| {
                 live(g)?;
                 dedupe(g, &sender, Some(id))?;
                 Ok(event.clone())
             })
-            .await?;
+            .await;
+        let p = match published {
+            Ok(p) => p,
+            Err(HubError::Duplicate(seen)) => {
+                return self
+                    .store_again(client, session, id, seen, reservation, make_rows)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         let rows = make_rows(&p);
         self.finish_kept(client, session, Some(id.to_owned()), &p, reservation, rows)
             .await;
+        Ok(())
+    }
+
+    /// A resend of a kept frame the session has already sequenced. The
+    /// first copy's rows may never have committed: the node that
+    /// published it can have died in between (the stream, in Redis,
+    /// outlives it), so the duplicate `ack` must not rest on them. While
+    /// the original event is in the replica's history its rows are
+    /// queued again, built from that event (the same ids, so a row that
+    /// did commit is kept once), and the ack follows their commit. Its
+    /// webhook rows are not: they carry fresh `webhook-id`s, and a
+    /// second delivery would not look like a retry. An event older than
+    /// the history is answered once everything queued before has
+    /// committed, as before.
+    pub(crate) async fn store_again(
+        &self,
+        client: &Client,
+        session: &Session,
+        id: &str,
+        seen: Seen,
+        reservation: Reservation,
+        make_rows: impl FnOnce(&Published) -> Vec<Row>,
+    ) -> Result<(), HubError> {
+        let original = session
+            .lock()
+            .history
+            .iter()
+            .find(|h| h.seq == seen.seq && h.origin.client_id.as_deref() == Some(id))
+            .cloned();
+        let Some(original) = original else {
+            return Err(HubError::Duplicate(seen));
+        };
+        let ack = commit_ack(
+            &client.conn,
+            &ServerFrame::Ack {
+                id: id.to_owned(),
+                session: Some(session.id),
+                seq: Some(seen.seq),
+                ref_id: seen.ref_id,
+                duplicate: true,
+            },
+        );
+        reservation.submit(make_rows(&original), Some(ack));
         Ok(())
     }
 

@@ -109,6 +109,7 @@ impl Hub {
                         "inbound event recorded but not applied"
                     );
                     m::ingest_unapplied(inbound.source.as_str());
+                    self.conversations.forget(&inbound.conversation_id);
                     Vec::new()
                 }
             },

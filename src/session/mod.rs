@@ -25,7 +25,7 @@ pub mod snapshot;
 
 pub use registry::{SessionError, Sessions};
 pub use replica::{
-    Applied, Attached, Replica, ReplicaLimits, Seen, Session, View, member_key, ref_id,
+    Applied, Attached, QuestionRef, Replica, ReplicaLimits, Seen, Session, View, member_key, ref_id,
 };
 pub use snapshot::{ReplicaSnapshot, SnapshotError};
 

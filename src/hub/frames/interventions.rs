@@ -20,7 +20,7 @@ use crate::ids::{EventId, SessionId};
 use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{Command, Event, ReleaseReason, Role};
 use crate::protocol::{ErrorCode, SessionStatus};
-use crate::session::{Seen, Session};
+use crate::session::{Seen, Session, ref_id};
 use crate::store::{InterventionRow, InterventionType, MessageType, Row};
 use crate::stream::Published;
 
@@ -143,7 +143,9 @@ impl Hub {
                 )),
                 Row::Conversation(conversation(
                     p,
-                    intervention_id,
+                    // The published event's id: a resend stores the first
+                    // copy's rows again (see `Hub::publish_kept`).
+                    ref_id(&p.event).unwrap_or(intervention_id),
                     MessageType::Operator,
                     &text,
                     Some(&me.subject),

@@ -18,7 +18,7 @@ use crate::ids::{EventId, SessionId};
 use crate::metrics as m;
 use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{Event, ResponseBody, Role};
-use crate::session::Session;
+use crate::session::{QuestionRef, Session};
 use crate::store::{MessageType, QuestionResponseRow, Row};
 use crate::stream::Published;
 
@@ -81,18 +81,25 @@ impl Hub {
             text: text.clone(),
         };
         let subject = me.subject.clone();
-        let name = client.display_name.clone();
-        let rows = |p: &Published| {
-            vec![Row::Conversation(conversation(
-                p,
+        // From the published event, not this frame: a resend stores the
+        // first copy's row again (see `Hub::publish_kept`).
+        let rows = |p: &Published| match &p.event {
+            Event::Question {
                 question_id,
+                participant_name,
+                text,
+                ..
+            } => vec![Row::Conversation(conversation(
+                p,
+                *question_id,
                 MessageType::Question,
-                &text,
-                name.as_deref().or(Some(&subject)),
+                text,
+                participant_name.as_deref().or(Some(&subject)),
                 None,
                 json!({}),
                 Some(&id),
-            ))]
+            ))],
+            _ => Vec::new(),
         };
         let row_text = text.len();
         self.publish_kept(client, s, &id.clone(), event, 1, row_text, rows)
@@ -113,13 +120,11 @@ impl Hub {
         let mut origin = client.origin(Some(&id));
         origin.fence = Some(lease(&s.lock(), &conn)?);
         let sender = origin.sender.clone();
-        let mut question = None;
-        let p = self
+        let published = self
             .publish_checked(s, origin, |g| {
                 lease(g, &conn)?;
                 live(g)?;
                 dedupe(g, &sender, Some(&id))?;
-                question = body.question_id.and_then(|q| g.questions.get(&q).cloned());
                 // While an operator controls the session, the renderer's own
                 // answers are held for operators; answers that carry out an
                 // operator command pass.
@@ -129,41 +134,74 @@ impl Hub {
                     Ok(Event::Response(body.clone()))
                 }
             })
-            .await?;
-        let held = matches!(p.event, Event::ResponseHeld(_));
-        let mut rows = vec![Row::Conversation(conversation(
-            &p,
-            body.response_id,
-            MessageType::Response,
-            &body.text,
-            Some(&sender),
-            Some((body.confidence, body.response_time_ms)),
-            json!({
-                "held": held,
-                "question_id": body.question_id,
-                "command_id": body.command_id,
-                "intent": body.intent,
-            }),
-            Some(&id),
-        ))];
-        if let Some(q) = question {
-            rows.push(Row::QuestionResponse(QuestionResponseRow {
-                id: EventId(uuid::Uuid::new_v5(
-                    &body.response_id.0,
-                    b"question_response",
-                )),
-                conversation_id: body.response_id,
-                question_text: q.text,
-                response_text: body.text.clone(),
-                intent_classification: body.intent.clone(),
-                knowledge_sources: body.knowledge_sources.clone(),
-                confidence_score: body.confidence,
-                response_time_ms: body.response_time_ms.min(i32::MAX as u32) as i32,
-                created_at: ts(p.ts),
-            }));
-        }
+            .await;
+        // Built from the published event: a resend stores the first
+        // copy's rows again (see `Hub::publish_kept`).
+        let rows = |p: &Published| {
+            let (Event::Response(b) | Event::ResponseHeld(b)) = &p.event else {
+                return Vec::new();
+            };
+            let question = b
+                .question_id
+                .and_then(|q| s.lock().questions.get(&q).cloned());
+            response_rows(p, b, &sender, &id, question)
+        };
+        let p = match published {
+            Ok(p) => p,
+            Err(HubError::Duplicate(seen)) => {
+                return self
+                    .store_again(client, s, &id, seen, reservation, rows)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        let rows = rows(&p);
         self.finish_kept(client, s, Some(id), &p, reservation, rows)
             .await;
         Ok(())
     }
+}
+
+/// A response's rows: its conversation row, and the question/response pair
+/// when it answers a question the session knows.
+fn response_rows(
+    p: &Published,
+    body: &ResponseBody,
+    sender: &str,
+    id: &str,
+    question: Option<QuestionRef>,
+) -> Vec<Row> {
+    let held = matches!(p.event, Event::ResponseHeld(_));
+    let mut rows = vec![Row::Conversation(conversation(
+        p,
+        body.response_id,
+        MessageType::Response,
+        &body.text,
+        Some(sender),
+        Some((body.confidence, body.response_time_ms)),
+        json!({
+            "held": held,
+            "question_id": body.question_id,
+            "command_id": body.command_id,
+            "intent": body.intent,
+        }),
+        Some(id),
+    ))];
+    if let Some(q) = question {
+        rows.push(Row::QuestionResponse(QuestionResponseRow {
+            id: EventId(uuid::Uuid::new_v5(
+                &body.response_id.0,
+                b"question_response",
+            )),
+            conversation_id: body.response_id,
+            question_text: q.text,
+            response_text: body.text.clone(),
+            intent_classification: body.intent.clone(),
+            knowledge_sources: body.knowledge_sources.clone(),
+            confidence_score: body.confidence,
+            response_time_ms: body.response_time_ms.min(i32::MAX as u32) as i32,
+            created_at: ts(p.ts),
+        }));
+    }
+    rows
 }

@@ -3,8 +3,10 @@
 //! Every inbound event names its conversation, and finding the session
 //! whose `external_id` it is takes a query. The hub never deletes
 //! sessions, and a session's `external_id` is set when it is created, so
-//! a mapping found once holds for good. A conversation that maps to no
-//! session is not remembered: its session may be created later.
+//! a mapping found once holds for good. (A session deleted in the database
+//! by hand is forgotten at the first event that cannot be applied to it.)
+//! A conversation that maps to no session is not remembered: its session
+//! may be created later.
 
 use dashmap::DashMap;
 
@@ -42,5 +44,10 @@ impl Mappings {
         self.sessions
             .insert(conversation.to_owned(), (r.tenant, r.id));
         Ok(Some((r.tenant, r.id)))
+    }
+
+    /// Forgets a conversation's session: the next event looks it up again.
+    pub fn forget(&self, conversation: &str) {
+        self.sessions.remove(conversation);
     }
 }
