@@ -41,7 +41,8 @@ impl Spawn {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -59,13 +60,18 @@ impl Hub {
     /// Starts a hub in `--dev` mode on free loopback ports and waits until
     /// it answers `/healthz` (fails at once if it exits first).
     pub async fn spawn(opts: &Spawn) -> anyhow::Result<Hub> {
+        Hub::spawn_on(opts, free_port()?).await
+    }
+
+    /// [`Hub::spawn`] on a given port: a hub restarted where its clients
+    /// reconnect.
+    pub async fn spawn_on(opts: &Spawn, port: u16) -> anyhow::Result<Hub> {
         if !opts.binary.exists() {
             bail!(
                 "hub binary {} not found: build it with `cargo build --release --bin eva-hub`",
                 opts.binary.display()
             );
         }
-        let port = free_port()?;
         let metrics_port = free_port()?;
         let mut cmd = match &opts.cpus {
             Some(cpus) => {
