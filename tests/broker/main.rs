@@ -386,6 +386,66 @@ async fn nodes_publishing_concurrently_see_one_order() {
     }
 }
 
+/// Redis restarted empty under a node that publishes only on conditions
+/// (a session whose only traffic is questions): no publication tells the
+/// track, so the conditional publish itself must notice that its stream is
+/// gone, follow the new one (the handler hears of the reset) and let the
+/// retry succeed. Before, every retry conflicted and the session refused
+/// questions until something unconditional was published; the crash
+/// drill's Redis kills found it.
+#[tokio::test]
+async fn a_conditional_publish_follows_a_stream_redis_lost() {
+    let cfg = redis_settings();
+    let b = redis_broker(&cfg).await;
+    let rec = Arc::new(Recorder::default());
+    b.attach(rec.clone());
+    let s = SessionId::new();
+    let start = watched(b.as_ref(), s).await;
+    for i in 0..3 {
+        publish(b.as_ref(), s, &format!("e{i}")).await;
+    }
+    let admin = fred::prelude::Client::new(
+        fred::prelude::Config::from_url(&cfg.url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    let keys: Vec<String> = ["position", "stream", "checkpoint"]
+        .iter()
+        .map(|part| format!("{}:session:{s}:{part}", cfg.prefix))
+        .collect();
+    let _: i64 = fred::prelude::KeysInterface::del(&admin, keys)
+        .await
+        .unwrap();
+
+    let stale = b
+        .publish(s, event("q"), Origin::hub(), 1, Condition::SeqIs(3))
+        .await;
+    assert!(
+        matches!(stale, Err(BrokerError::Conflict { current: 0 })),
+        "{stale:?}"
+    );
+    let resets = rec.resets.lock().clone();
+    let Some((_, at, _)) = resets.iter().find(|(session, _, _)| *session == s) else {
+        panic!("the track did not follow the new stream: {resets:?}");
+    };
+    assert_ne!(at.epoch, start.epoch, "a new epoch");
+    assert_eq!(at.seq, 0);
+    let retried = b
+        .publish(s, event("q"), Origin::hub(), 1, Condition::SeqIs(at.seq))
+        .await
+        .expect("the retry meets its condition");
+    assert_eq!(retried.seq, 1);
+    assert_eq!(
+        b.position(s).await.unwrap(),
+        StreamPosition {
+            epoch: at.epoch,
+            seq: 1
+        }
+    );
+}
+
 #[tokio::test]
 async fn killed_pubsub_connections_are_refilled_from_the_stream() {
     let mut cfg = redis_settings();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::prelude::{EventInterface, PubsubInterface, SetsInterface};
+use parking_lot::MutexGuard;
 use tokio::sync::mpsc;
 
 use super::node::Shared;
@@ -188,23 +189,30 @@ impl Shared {
     }
 
     /// The shared stream is under another epoch than the track: Redis lost
-    /// it and a node started it again, or a node handed over a run.
-    async fn follow_restart(&self, track: &Arc<Track>) -> Result<(), BrokerError> {
+    /// it and a node started it again, or a node handed over a run. A
+    /// stream Redis lost and nobody started again is started here, under
+    /// a new epoch.
+    pub(super) async fn follow_restart(&self, track: &Arc<Track>) -> Result<(), BrokerError> {
         let position = self.position(track.session).await?;
         match self.load_checkpoint(track.session).await? {
             Some((cp, _)) if cp.epoch == position.epoch => self.reload(track, "adopted").await,
             _ => {
                 // A fresh stream: this replica's state carries on and the
-                // new stream's events apply on top of it.
-                self.reset(
-                    track,
-                    StreamPosition {
-                        epoch: position.epoch,
-                        seq: 0,
-                    },
-                    None,
-                    "restart",
-                );
+                // new stream's events apply on top of it. Publishes that
+                // found the stream gone at the same moment all get here:
+                // the first resets the track, the others find it following
+                // the new stream already (a second reset would deliver
+                // that stream's first events twice).
+                {
+                    let st = track.state.lock();
+                    if st.epoch != position.epoch {
+                        let at = StreamPosition {
+                            epoch: position.epoch,
+                            seq: 0,
+                        };
+                        self.reset_locked(track, st, at, None, "restart");
+                    }
+                }
                 Box::pin(self.sync(track)).await
             }
         }
@@ -250,7 +258,18 @@ impl Shared {
         replica: Option<Vec<u8>>,
         reason: &'static str,
     ) {
-        let mut st = track.state.lock();
+        self.reset_locked(track, track.state.lock(), at, replica, reason);
+    }
+
+    /// [`Shared::reset`] under a lock the caller took to decide on it.
+    fn reset_locked(
+        &self,
+        track: &Track,
+        mut st: MutexGuard<'_, TrackState>,
+        at: StreamPosition,
+        replica: Option<Vec<u8>>,
+        reason: &'static str,
+    ) {
         st.epoch = at.epoch;
         st.delivered = at.seq;
         st.pending.clear();

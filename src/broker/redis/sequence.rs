@@ -79,10 +79,21 @@ impl Shared {
             return Err(unavailable("malformed publish reply"));
         };
         let seq = seq as Seq;
+        let epoch = epoch_of(epoch)?;
         if status == 0 {
+            if let Some(t) = &track
+                && t.state.lock().epoch != epoch
+            {
+                // The condition named a stream Redis no longer has (it
+                // restarted empty, or another node began the stream
+                // again). No publication will tell the track while every
+                // publish is conditional, so follow the stream Redis has
+                // now: the replica is reset to its position and the
+                // caller's retry can meet its condition.
+                self.follow_restart(t).await?;
+            }
             return Err(BrokerError::Conflict { current: seq });
         }
-        let epoch = epoch_of(epoch)?;
         let p = Arc::new(Published::new(session, seq, ts, event, origin));
         if let Some(t) = &track {
             self.offer(t, epoch, p.clone());
