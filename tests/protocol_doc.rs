@@ -116,6 +116,7 @@ fn every_event_kind_has_an_example_event_frame() {
         "alert",
         "alert_ack",
         "custom",
+        "job",
     ];
     let missing: Vec<_> = all.iter().filter(|k| !seen.contains(*k)).collect();
     assert!(missing.is_empty(), "no example event frame for {missing:?}");

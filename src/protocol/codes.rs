@@ -26,7 +26,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// The connection's role or scope may not do this.
     Forbidden,
-    /// No such session for this tenant.
+    /// No such session for this tenant: also another tenant's session,
+    /// and a session the connection's token does not name (its
+    /// `sessions`).
     NotFound,
     /// The frame needs a `join` of its session first.
     NotJoined,
@@ -41,7 +43,8 @@ pub enum ErrorCode {
     IllegalTransition,
     /// Another operator controls the session.
     Conflict,
-    /// Only the controlling operator may do this.
+    /// Only the controlling operator may do this; also the answer to
+    /// `release` when nobody, or another operator, holds the session.
     NotController,
     /// The referenced question, response, alert or command is unknown.
     UnknownReference,

@@ -116,6 +116,10 @@ pub enum ClientFrame {
     },
 
     // ---- operator ----
+    /// Take control of the session: the renderer's responses are held for
+    /// this operator's approval until `release`. Refused with `conflict`
+    /// while another operator holds it; taking it again as its controller
+    /// changes nothing (an `id` gets the original `ack`, `duplicate`).
     Takeover {
         session: SessionId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +127,9 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<ClientMsgId>,
     },
+    /// Give control back to the renderer. Refused with `not_controller`
+    /// when this operator does not hold the session (nobody does, or
+    /// another operator does).
     Release {
         session: SessionId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +152,14 @@ pub enum ClientFrame {
         response_id: EventId,
         text: String,
     },
+    /// Stop the renderer now. Sequenced like any event, with an `urgent`
+    /// frame put ahead of everything queued for the renderer. An `active`
+    /// session becomes `paused`; on a `starting`, `paused` or `stopping`
+    /// session the status is left as it is and everything else happens
+    /// the same. Refused with `session_ended` on an ended session. The
+    /// renderer must answer with `command_ack` within
+    /// `emergency_ack_timeout_ms`, or an `emergency_stop_unacknowledged`
+    /// alert is raised. Never refused for lack of storage.
     EmergencyStop {
         session: SessionId,
         id: ClientMsgId,

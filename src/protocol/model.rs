@@ -548,6 +548,9 @@ pub enum Event {
         audience: CustomAudience,
         #[serde(default)]
         data: Value,
+        /// Who published it: the subject of the renderer's or operator's
+        /// token for a `publish` frame, or the API key's name for
+        /// `POST /v1/sessions/{id}/events`.
         from: String,
     },
     /// A job reporting into this stream was created or changed

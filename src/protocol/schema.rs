@@ -31,6 +31,7 @@ pub fn document() -> Value {
     written.subschema_for::<Event>();
     merge(&mut defs, written, "written");
     defs.insert("CloseCode".into(), close_codes());
+    add_examples(&mut defs);
     if let Some(Value::Object(e)) = defs.get_mut("ErrorCode") {
         let retryable: Vec<&str> = ErrorCode::ALL
             .iter()
@@ -101,16 +102,53 @@ pub fn refs_alone(schema: &mut Value) {
     }
 }
 
+/// The protocol document, whose examples third parties write clients
+/// from; `tests/protocol_doc.rs` decodes every one against the model.
+const PROTOCOL_DOC: &str = include_str!("../../docs/PROTOCOL.md");
+
+/// Gives `ServerFrame` the documented `event` frames (one of each kind at
+/// least) and `Event` the events they carry, as `examples`: the schema
+/// shows the same frames as docs/PROTOCOL.md, `from` included.
+fn add_examples(defs: &mut Map<String, Value>) {
+    let frames: Vec<Value> = PROTOCOL_DOC
+        .lines()
+        .filter(|l| l.starts_with(r#"{"type":"event""#))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let events: Vec<Value> = frames.iter().map(|f| f["event"].clone()).collect();
+    for (name, examples) in [("ServerFrame", frames), ("Event", events)] {
+        if let Some(Value::Object(def)) = defs.get_mut(name) {
+            def.insert("examples".into(), Value::Array(examples));
+        }
+    }
+}
+
+/// What a close code's one-line reason leaves out.
+fn close_detail(c: CloseCode) -> Option<&'static str> {
+    match c {
+        CloseCode::ProtocolViolation => Some(
+            "`max_bad_frames` (16 by default) undecodable frames are tolerated, each answered \
+             with `error` (`bad_frame` or `unknown_type`); the next one past the limit gets its \
+             `error` too, then this close. Frames refused for any other reason do not count.",
+        ),
+        _ => None,
+    }
+}
+
 /// Close codes as integers, each with its name and whether a client should
 /// reconnect after it (`x-reconnect`).
 fn close_codes() -> Value {
     let codes: Vec<Value> = CloseCode::ALL
         .iter()
         .map(|c| {
+            let description = match close_detail(*c) {
+                Some(more) => format!("{} {more}", c.reason()),
+                None => c.reason().to_owned(),
+            };
             json!({
                 "const": c.code(),
                 "title": c.as_label(),
-                "description": c.reason(),
+                "description": description,
                 "x-reconnect": c.should_reconnect(),
             })
         })
@@ -144,6 +182,28 @@ mod tests {
         let text = doc.to_string();
         for kind in ["\"emergency_stop\"", "\"response_held\"", "\"custom\""] {
             assert!(text.contains(kind), "{kind} missing");
+        }
+    }
+
+    /// Every event kind the model has is shown by at least one example.
+    #[test]
+    fn every_event_kind_has_an_example() {
+        let doc = document();
+        let examples = doc["$defs"]["Event"]["examples"]
+            .as_array()
+            .expect("Event examples");
+        let kinds: Vec<&str> = doc["$defs"]["Event"]["oneOf"]
+            .as_array()
+            .expect("Event variants")
+            .iter()
+            .filter_map(|v| v["properties"]["kind"]["const"].as_str())
+            .collect();
+        assert!(kinds.len() > 10, "{kinds:?}");
+        for kind in kinds {
+            assert!(
+                examples.iter().any(|e| e["kind"] == kind),
+                "no example of {kind}"
+            );
         }
     }
 

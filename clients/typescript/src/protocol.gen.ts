@@ -449,6 +449,11 @@ export type Event =
        */
       audience?: CustomAudience;
       data: unknown;
+      /**
+       * Who published it: the subject of the renderer's or operator's
+       * token for a `publish` frame, or the API key's name for
+       * `POST /v1/sessions/{id}/events`.
+       */
       from: string;
     }
   | {
@@ -615,6 +620,11 @@ export type CompactEventFrame1 =
        */
       audience?: CustomAudience;
       data: unknown;
+      /**
+       * Who published it: the subject of the renderer's or operator's
+       * token for a `publish` frame, or the API key's name for
+       * `POST /v1/sessions/{id}/events`.
+       */
       from: string;
     }
   | {
