@@ -463,8 +463,12 @@ pub fn install_exporter() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 /// Process CPU seconds, resident bytes and open file descriptors, read
-/// from /proc at scrape time.
+/// from /proc at scrape time, and the runtime's live tasks (a leak of
+/// tasks or descriptors shows as growth under steady load).
 pub fn process_gauges() {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        gauge!("eva_runtime_alive_tasks").set(rt.metrics().num_alive_tasks() as f64);
+    }
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name, which is in parentheses.
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {

@@ -7,6 +7,8 @@
 //! | [`cluster`] | two nodes on one Redis: same-node and cross-node fan-out |
 //! | [`idle`] | memory per idle connection |
 //! | [`storm`] | a reconnect storm with resume |
+//! | [`drill`] | participants that ask until acknowledged; stored questions audited against acks |
+//! | [`servers`] | a private PostgreSQL and redis-server a drill can kill |
 //! | [`accounting`] | delivered / lost / duplicated / reordered per subscriber |
 //! | [`scan`] | reading probes out of frames without decoding them |
 //! | [`hubproc`] | the hub under test: spawned and pinned, CPU and RSS from `/proc` |
@@ -14,10 +16,12 @@
 
 pub mod accounting;
 pub mod cluster;
+pub mod drill;
 pub mod engine;
 pub mod floor;
 pub mod hubproc;
 pub mod idle;
 pub mod report;
 pub mod scan;
+pub mod servers;
 pub mod storm;
