@@ -112,6 +112,19 @@ impl Recorder {
     }
 }
 
+/// A plain client of the test's Redis, to act on it behind the broker's
+/// back.
+async fn admin(cfg: &RedisSettings) -> fred::prelude::Client {
+    let admin = fred::prelude::Client::new(
+        fred::prelude::Config::from_url(&cfg.url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    admin
+}
+
 fn event(name: &str) -> Event {
     Event::Custom {
         name: name.into(),
@@ -404,13 +417,7 @@ async fn a_conditional_publish_follows_a_stream_redis_lost() {
     for i in 0..3 {
         publish(b.as_ref(), s, &format!("e{i}")).await;
     }
-    let admin = fred::prelude::Client::new(
-        fred::prelude::Config::from_url(&cfg.url).unwrap(),
-        None,
-        None,
-        None,
-    );
-    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    let admin = admin(&cfg).await;
     let keys: Vec<String> = ["position", "stream", "checkpoint"]
         .iter()
         .map(|part| format!("{}:session:{s}:{part}", cfg.prefix))
@@ -475,13 +482,7 @@ async fn killed_pubsub_connections_are_refilled_from_the_stream() {
             }
         }
     });
-    let admin = fred::prelude::Client::new(
-        fred::prelude::Config::from_url(&cfg.url).unwrap(),
-        None,
-        None,
-        None,
-    );
-    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    let admin = admin(&cfg).await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let _: fred::types::Value = fred::prelude::ClientLike::custom(
