@@ -10,8 +10,9 @@ handlers.
 Life of one connection (``_serve``)::
 
     welcome ─▶ reader task ─────────────────────────────────▶ close code
-           ├▶ restore: join/resume each session, re-send its
-           │  unacked frames, then "connected" (live)
+           ├▶ restore: join/resume each session (until its `resumed`
+           │  or snapshot is in), re-send its unacked frames, then
+           │  "connected" (live)
            └▶ heartbeat: ping every heartbeat_ms, drop if no pong
 
 While not live, new frames wait in the ack tracker (or, without an id, in a
@@ -101,6 +102,7 @@ class _Joined:
         "ready",
         "joined_on",
         "outcome",
+        "settled",
         "discontinuity",
         "early",
         "fence",
@@ -127,6 +129,10 @@ class _Joined:
         self.joined_on = -1
         # `joined` or `error` for the join in flight.
         self.outcome: asyncio.Future[JoinedFrame] | None = None
+        # The hub's answer to a resume in flight (`resumed`, or the snapshot
+        # after a `discontinuity`): a re-joined session counts as restored
+        # only once it came, so `connected` never precedes `on_resumed`.
+        self.settled: asyncio.Future[None] | None = None
         # Set between a `discontinuity` and the snapshot that follows it.
         self.discontinuity: DiscontinuityFrame | None = None
         # Events that arrived while no snapshot was applied (none expected;
@@ -599,9 +605,11 @@ class Client(HandlerRegistry, Actions):
         for j in self._sessions.values():
             j.joined_on = -1
             j.alias = None
-            if j.outcome is not None and not j.outcome.done():
-                j.outcome.set_exception(_Interrupted())
-                j.outcome.exception()
+            waiting: list[asyncio.Future[Any]] = [f for f in (j.outcome, j.settled) if f is not None]
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(_Interrupted())
+                    fut.exception()
         self._join_ids.clear()
         for fut in self._leave_ids.values():
             if not fut.done():
@@ -704,6 +712,8 @@ class Client(HandlerRegistry, Actions):
             )
             outcome: asyncio.Future[JoinedFrame] = loop.create_future()
             j.outcome = outcome
+            settled: asyncio.Future[None] | None = loop.create_future() if rejoin else None
+            j.settled = settled
             self._join_ids[id] = j
             try:
                 await ws.send(self._codec.encode(frame))
@@ -711,6 +721,8 @@ class Client(HandlerRegistry, Actions):
                 raise _Interrupted() from None
             try:
                 await outcome
+                if settled is not None:
+                    await settled
                 return True
             except HubError as e:
                 if e.code == "already_joined":
@@ -885,6 +897,7 @@ class Client(HandlerRegistry, Actions):
         self._dispatch.emit("@snapshot", view)
         if not j.ready.done():
             j.ready.set_result(view)
+        self._settle(j)
         for ef in early:
             self._deliver(j, ef)
 
@@ -909,6 +922,14 @@ class Client(HandlerRegistry, Actions):
     def _on_resumed(self, f: ResumedFrame) -> None:
         # Missed events follow (none when from > to); they fold like any.
         self._dispatch.emit("@resumed", f)
+        j = self._sessions.get(f["session"])
+        if j is not None:
+            self._settle(j)
+
+    @staticmethod
+    def _settle(j: _Joined) -> None:
+        if j.settled is not None and not j.settled.done():
+            j.settled.set_result(None)
 
     def _on_discontinuity(self, f: DiscontinuityFrame) -> None:
         j = self._sessions.get(f["session"])
