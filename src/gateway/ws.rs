@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -245,6 +246,7 @@ fn auth_refusal(e: &AuthError, peer: SocketAddr) -> Response {
 }
 
 /// Why the reader stopped.
+#[derive(Debug, PartialEq, Eq)]
 enum ReadEnd {
     /// The client sent a close frame (tungstenite queued the reply).
     ClientClosed,
@@ -396,10 +398,34 @@ fn read_error(e: WsError) -> ReadEnd {
     match e {
         WsError::Capacity(_) => ReadEnd::Close(CloseCode::MessageTooBig),
         WsError::Utf8(_) => ReadEnd::Close(CloseCode::InvalidPayload),
+        // The client went away without a close frame (a closed tab, a
+        // killed process, a dropped network): the socket ended, which is
+        // not a protocol error to answer or to count as one.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadEnd::Eof,
         WsError::Protocol(p) => {
             tracing::debug!(error = %p, "WebSocket protocol error");
             ReadEnd::Close(CloseCode::ProtocolError)
         }
         _ => ReadEnd::Eof,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gone_without_a_close_frame_is_an_ended_socket_not_a_protocol_error() {
+        assert_eq!(
+            read_error(WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            ReadEnd::Eof
+        );
+        assert_eq!(
+            read_error(WsError::Protocol(ProtocolError::NonZeroReservedBits)),
+            ReadEnd::Close(CloseCode::ProtocolError)
+        );
+        assert_eq!(read_error(WsError::ConnectionClosed), ReadEnd::Eof);
     }
 }
