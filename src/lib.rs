@@ -33,6 +33,7 @@
 //! | [`clock`] | the monotonic clock latencies are measured on |
 //! | [`config`] | layered settings: `config/default.toml`, file, `EVA_HUB__*` env, flags |
 //! | [`secret`] | a string that never reaches a log (tokens, keys, passwords) |
+//! | [`recent`] | a map that remembers its last n insertions (dedupe windows, recent ingest hashes) |
 //!
 //! The modules are listed from the top layer down; each imports only
 //! modules below it (`docs/ARCHITECTURE.md`, "Layers", checked by
@@ -56,6 +57,7 @@ pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod protocol;
+pub mod recent;
 pub mod secret;
 pub mod session;
 pub mod store;

@@ -7,7 +7,6 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `recent.rs` | a bounded map that forgets its oldest entries |
 //! | `deliveries.rs` | the deliveries a replica queues for its connections |
 //! | `replica.rs` | one replica: its state, the fold of each event, local presence and pending work, the delivery queue |
 //! | `snapshot.rs` | a replica's replicated state as bytes, to start a replica on another node |
@@ -18,7 +17,6 @@
 mod deliveries;
 mod delivery;
 mod fanout;
-pub mod recent;
 pub mod registry;
 pub mod replica;
 pub mod snapshot;

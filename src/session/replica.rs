@@ -23,7 +23,6 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::deliveries::Delivery;
-use super::recent::RecentMap;
 use crate::connection::ConnHandle;
 use crate::ids::{ConnId, Epoch, EventId, JobId, Seq, SessionId, TenantId};
 use crate::protocol::frames::DiscontinuityReason;
@@ -33,6 +32,7 @@ use crate::protocol::model::{
     ResponseBody, Role, SessionState, SessionStatus, StreamPosition,
 };
 use crate::protocol::{CloseCode, ServerFrame};
+use crate::recent::RecentMap;
 use crate::store::SessionRecord;
 use crate::stream::Published;
 

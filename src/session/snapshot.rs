@@ -11,7 +11,6 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::recent::RecentMap;
 use super::replica::{
     Controller, Info, Pending, PendingCommand, QuestionRef, RendererSlot, Replica, ReplicaLimits,
     ReportedJob, Seen, Session, Subscribers,
@@ -20,6 +19,7 @@ use crate::ids::{Epoch, EventId, Seq, SessionId, TenantId};
 use crate::protocol::model::{
     Alert, Counters, Member, RendererMetrics, ResponseBody, SessionState, StreamPosition,
 };
+use crate::recent::RecentMap;
 
 /// Version of the encoded layout; bump it on any change to the fields.
 pub const FORMAT_VERSION: u32 = 1;
