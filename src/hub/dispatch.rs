@@ -8,6 +8,7 @@ use super::core::Hub;
 use super::error::{HubError, refuse};
 use super::frames::join::Join;
 use super::timers::Job;
+use super::validate::validate_id;
 use crate::auth::AuthError;
 use crate::auth::limits::{FrameClass, TenantRefusal, Verdict};
 use crate::identity::Identity;
@@ -97,7 +98,14 @@ impl Hub {
         }
         let id = frame.client_id().map(str::to_owned);
         let session = frame.session();
-        match self.dispatch(client, frame).await {
+        // Checked for every frame, not only where an id is required: an
+        // optional `""` would otherwise be remembered, and every later
+        // frame with it answered as its duplicate and dropped.
+        let checked = match id.as_deref().map(validate_id) {
+            Some(Err(e)) => Err(e),
+            _ => self.dispatch(client, frame).await,
+        };
+        match checked {
             Ok(()) => Next::Continue,
             Err(HubError::Duplicate(seen)) => {
                 if let (Some(id), Some(session)) = (id, session) {

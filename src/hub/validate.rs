@@ -212,6 +212,9 @@ pub(crate) fn validate_command(command: &Command, max_text: usize) -> Result<(),
 /// # Errors
 /// The [`HubError`] the frame's family would refuse it with.
 pub fn check_frame(frame: &ClientFrame, max_text: usize) -> Result<(), HubError> {
+    if let Some(id) = frame.client_id() {
+        validate_id(id)?;
+    }
     match frame {
         ClientFrame::Join { name, .. } => validate_short("name", name.as_deref(), 255),
         ClientFrame::State { state, .. } => validate_patch(state),

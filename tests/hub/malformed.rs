@@ -83,6 +83,44 @@ async fn garbage_unknown_types_and_early_frames_get_error_frames() {
 }
 
 #[tokio::test]
+async fn an_empty_or_overlong_optional_id_is_refused_every_time() {
+    let app = spawn_app().await;
+    let (id, mut r) = app.active_session(Codec::Json).await;
+    let slide = |n: i32, msg_id: &str| ClientFrame::State {
+        session: id,
+        state: StatePatch {
+            current_slide: Some(n),
+            ..Default::default()
+        },
+        id: Some(msg_id.into()),
+    };
+    // Refused, not remembered: the second `""` is refused again rather
+    // than acknowledged as a duplicate of the first.
+    for bad in ["", "", &"x".repeat(65)] {
+        r.send(&slide(2, bad)).await;
+        match r
+            .until(|f| matches!(f, ServerFrame::Error { .. } | ServerFrame::Ack { .. }))
+            .await
+        {
+            ServerFrame::Error {
+                code, id: echoed, ..
+            } => {
+                assert_eq!(code, ErrorCode::Invalid);
+                assert_eq!(echoed.as_deref(), Some(bad));
+            }
+            other => panic!("id {bad:?} was accepted: {other:?}"),
+        }
+    }
+    // A good id still works.
+    r.send(&slide(4, "s-4")).await;
+    assert!(matches!(
+        r.until(|f| matches!(f, ServerFrame::Error { .. } | ServerFrame::Ack { .. }))
+            .await,
+        ServerFrame::Ack { .. }
+    ));
+}
+
+#[tokio::test]
 async fn transport_violations_close_with_their_codes() {
     let app = spawn_app().await;
     // Binary on the JSON subprotocol.
