@@ -60,6 +60,7 @@ impl IngestStore for SqliteStore {
         // One transaction, one commit for the batch; SQLite has one
         // writer, so nothing interleaves between an insert that conflicts
         // and the read of the row it conflicted with.
+        let _turn = self.writing().await;
         let mut tx = self.pool.begin().await.map_err(err)?;
         let mut new = HashSet::new();
         let mut stored = HashMap::new();

@@ -14,6 +14,15 @@
 //! (`store::sql::tables`); this folder holds what is SQLite's own: the
 //! file's settings (here), binding and rendering (`codec`), the batch and
 //! create statements (`write`) and the queries (`read`).
+//!
+//! SQLite has one writer at a time. Two connections of the pool that both
+//! want to write do not queue: the loser sleeps in SQLite's busy handler,
+//! in steps of up to 100 ms, and tries again. With the batch writer, the
+//! webhook dispatcher and the ingest recorder all writing, those sleeps
+//! were most of a webhook delivery's latency. So every write of this
+//! process first takes the store's write gate, an async mutex that queues
+//! writers in order; the busy handler is left for other processes on the
+//! same file.
 
 mod codec;
 mod ingest;
@@ -24,6 +33,7 @@ mod write;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +61,8 @@ const DELETE_CHUNK: i64 = 10_000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by every write of this process (see the module comment).
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -127,7 +139,14 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             pool: pool_options.connect_lazy_with(options),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Waits for this process's turn to write; the turn lasts while the
+    /// guard lives.
+    async fn writing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
     }
 
     /// The connection pool (for tools and tests that inspect the tables).
@@ -158,6 +177,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         write::create_session(&self.pool, s).await
     }
 
@@ -182,6 +202,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_batch(&self, rows: &[Row]) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         write::write_batch(&self.pool, rows).await
     }
 
@@ -213,6 +234,8 @@ impl Store for SqliteStore {
         let cutoff = ts(cutoff);
         let mut total = 0;
         loop {
+            // A turn per chunk, so retention never holds up a batch long.
+            let _turn = self.writing().await;
             let n = sqlx::query(
                 "DELETE FROM performance_metrics WHERE rowid IN \
                  (SELECT rowid FROM performance_metrics WHERE timestamp < ?1 LIMIT ?2)",
@@ -231,6 +254,7 @@ impl Store for SqliteStore {
     }
 
     async fn ensure_tenant(&self, t: &TenantRecord) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         write::ensure_tenant(&self.pool, t).await
     }
 
@@ -239,6 +263,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_api_calls(&self, tenant: TenantId, n: i32) -> Result<i64, StoreError> {
+        let _turn = self.writing().await;
         let used: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET api_calls_used = \
              MAX(-2147483648, MIN(2147483647, COALESCE(api_calls_used, 0) + ?2)) \
@@ -253,6 +278,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         write::create_api_key(&self.pool, k).await
     }
 
@@ -268,6 +294,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: Uuid, tenant: Option<TenantId>) -> Result<bool, StoreError> {
+        let _turn = self.writing().await;
         let n = sqlx::query(
             "UPDATE api_keys SET is_active = 0 WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
         )
@@ -281,6 +308,7 @@ impl Store for SqliteStore {
     }
 
     async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         sqlx::query("UPDATE api_keys SET last_used = ?2 WHERE id = ?1")
             .bind(id.to_string())
             .bind(ts(at))

@@ -129,6 +129,7 @@ pub(super) async fn write_events(
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
+        let _turn = self.writing().await;
         sqlx::query(
             "INSERT INTO webhooks (id, user_id, url, events, description, secret, secret_hash, \
              is_active, retry_count, timeout_seconds, last_triggered, failure_count, \
@@ -192,6 +193,7 @@ impl WebhookStore for SqliteStore {
         id: Uuid,
         patch: &WebhookPatch,
     ) -> Result<Option<WebhookRecord>, StoreError> {
+        let _turn = self.writing().await;
         let q = format!(
             "UPDATE webhooks SET url = COALESCE(?3, url), events = COALESCE(?4, events), \
              description = CASE WHEN ?5 THEN ?6 ELSE description END, \
@@ -228,6 +230,7 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn delete_webhook(&self, tenant: TenantId, id: Uuid) -> Result<bool, StoreError> {
+        let _turn = self.writing().await;
         let n = sqlx::query("DELETE FROM webhooks WHERE id = ?1 AND user_id = ?2")
             .bind(id.to_string())
             .bind(tenant.to_string())
@@ -290,6 +293,7 @@ impl WebhookStore for SqliteStore {
              AND status = 'pending' AND next_attempt_at <= ?1 \
              RETURNING {DELIVERY_COLUMNS}"
         );
+        let turn = self.writing().await;
         let mut deliveries: Vec<DeliveryRecord> = sqlx::query(&q)
             .bind(ts(req.now))
             .bind(ts(req.lease_until))
@@ -303,6 +307,7 @@ impl WebhookStore for SqliteStore {
             .iter()
             .map(delivery)
             .collect::<Result<_, _>>()?;
+        drop(turn);
         deliveries.sort_by_key(|d| d.id);
         let mut ids: Vec<String> = deliveries
             .iter()
@@ -340,6 +345,7 @@ impl WebhookStore for SqliteStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
+        let _turn = self.writing().await;
         let mut tx = self
             .pool()
             .begin_with("BEGIN IMMEDIATE")
@@ -412,6 +418,7 @@ impl WebhookStore for SqliteStore {
         from: ReplayFrom,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        let _turn = self.writing().await;
         let (since, start) = match from {
             ReplayFrom::Since(t) => (Some(ts(t)), None),
             ReplayFrom::Delivery(id) => (None, Some(id)),
