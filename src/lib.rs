@@ -34,6 +34,7 @@
 //! | [`config`] | layered settings: `config/default.toml`, file, `EVA_HUB__*` env, flags |
 //! | [`secret`] | a string that never reaches a log (tokens, keys, passwords) |
 //! | [`recent`] | a map that remembers its last n insertions (dedupe windows, recent ingest hashes) |
+//! | [`turns`] | per-key turns: tasks on one key take turns (an inbound event while it is applied) |
 //!
 //! The modules are listed from the top layer down; each imports only
 //! modules below it (`docs/ARCHITECTURE.md`, "Layers", checked by
@@ -63,4 +64,5 @@ pub mod session;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod turns;
 pub mod webhooks;

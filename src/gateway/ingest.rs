@@ -81,12 +81,12 @@ fn refusal(e: &IngestError) -> Response {
     request_body(content = Object, description = "The vendor's event, as it sends it"),
     responses(
         (status = 202, description = "Recorded for the first time (and applied if its conversation maps to a session)", body = IngestAnswer),
-        (status = 200, description = "A redelivery: the stored event, `duplicate: true`, nothing published", body = IngestAnswer),
+        (status = 200, description = "A redelivery: the stored event, `duplicate: true`; it publishes nothing unless it finishes what the first delivery left undone (docs/INGEST.md)", body = IngestAnswer),
         (status = 400, description = "Not JSON, or not the source's shape", body = ErrorBody),
         (status = 401, description = "Missing or bad signature; nothing stored", body = ErrorBody),
         (status = 404, description = "Unknown source, or one without a secret outside --dev", body = ErrorBody),
         (status = 413, description = "Larger than ingest.max_body_bytes", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 503, description = "The store or the broker is unavailable, or the store's backlog is full; nothing was applied, retry", body = ErrorBody),
     )
 )]
 pub async fn ingest(

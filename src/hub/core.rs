@@ -24,12 +24,14 @@ use crate::ids::ConnId;
 use crate::metrics as m;
 use crate::protocol::model::Event;
 use crate::protocol::{CloseCode, SessionStatus};
+use crate::recent::RecentMap;
 use crate::session::{Replica, Session, Sessions};
 use crate::store::Row;
 use crate::store::ingest::batcher::Recorder;
 use crate::store::ingest::mappings::Mappings;
 use crate::store::writer::BatchWriter;
 use crate::stream::{Origin, Published};
+use crate::turns::Turns;
 
 #[derive(Debug)]
 pub struct HubInner {
@@ -42,6 +44,12 @@ pub struct HubInner {
     pub(super) ingest: Recorder,
     /// The session each vendor conversation maps to.
     pub(super) conversations: Mappings,
+    /// Inbound events being applied on this node, by hash: a redelivery
+    /// waits for its first delivery to finish (`hub::ingest`).
+    pub(super) ingest_turns: Turns<String>,
+    /// Hashes of the inbound events this node applied (or found applied)
+    /// lately: a redelivery of one is a plain duplicate.
+    pub(super) ingest_applied: parking_lot::Mutex<RecentMap<String, ()>>,
     pub auth: Arc<dyn Authenticator>,
     /// Connection, frame, question and REST limits.
     pub limiter: Limits,

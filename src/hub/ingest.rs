@@ -10,13 +10,23 @@
 //! `stopping`. So the events are sequenced, kept in history for resume,
 //! and persisted like any other.
 //!
-//! The record comes before the publish, so an event whose publish fails
-//! (the broker unreachable) is recorded and not applied: applied at most
-//! once, and the failure is logged and counted. The answer waits for the
-//! rows an event produced (an utterance's conversation row) to commit,
-//! and backlog room for them is taken before anything is recorded, so a
-//! full backlog refuses the request (503, retry) instead of recording an
-//! event it could not apply.
+//! The record comes before the publish. The answer waits for the rows an
+//! event produced (an utterance's conversation row) to commit, and
+//! backlog room for them is taken before anything is recorded, so a full
+//! backlog refuses the request (503, retry) instead of recording an event
+//! it could not apply. An event recorded but not applied for a reason
+//! that passes (the broker or the database unreachable) is answered with
+//! that error, so the sender retries; so is one whose hub stopped between
+//! the record and the row. A redelivery then finds the work unfinished
+//! (an utterance without its conversation row, a conversation end the
+//! session has not made) and finishes it: an utterance's row and event
+//! are written at least once, the row exactly once (its client id is the
+//! stored event's id). A redelivery of an event applied on this node
+//! lately, or whose row exists, publishes nothing. One delivery of an
+//! event is handled at a time per node, so a redelivery that arrives
+//! during the first waits for its outcome. A refusal that will not pass
+//! (the session has ended) is logged and counted, and the event stays
+//! recorded, not applied.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +70,10 @@ impl Hub {
         inbound: Inbound,
         received: Instant,
     ) -> Result<IngestOutcome, HubError> {
+        // One delivery of an event at a time on this node: a redelivery
+        // that arrives while the first is being applied waits for it,
+        // then finds its rows (or their absence) settled.
+        let _turn = self.ingest_turns.take(&inbound.event_hash).await;
         let store = self.writer.store().clone();
         let record = self
             .conversations
@@ -84,42 +98,83 @@ impl Hub {
                 .unwrap_or_default(),
             processing_duration_ms: received.elapsed().as_millis().min(i32::MAX as u128) as i32,
         };
-        let event = match self.ingest.record(event).await? {
-            Recorded::Duplicate(stored) => {
-                return Ok(IngestOutcome {
-                    event: stored,
-                    duplicate: true,
-                    published: Vec::new(),
-                });
-            }
-            Recorded::New(e) => e,
+        let (event, duplicate) = match self.ingest.record(event).await? {
+            Recorded::Duplicate(stored) => (stored, true),
+            Recorded::New(e) => (e, false),
         };
-        let published = match record {
-            Some(target) => match self
-                .apply_inbound(target, &inbound, event.id, reservation)
-                .await
-            {
-                Ok(seqs) => seqs,
-                Err(e) => {
-                    tracing::warn!(
-                        source = inbound.source.as_str(),
-                        event_type = %inbound.event_type,
-                        session = %target.1,
-                        error = %e,
-                        "inbound event recorded but not applied"
-                    );
-                    m::ingest_unapplied(inbound.source.as_str());
-                    self.conversations.forget(&inbound.conversation_id);
-                    Vec::new()
+        let target = record.filter(|(_, id)| event.session == Some(*id));
+        let published = match target {
+            Some(target) if !duplicate || self.unfinished(target.1, &inbound, &event).await? => {
+                match self
+                    .apply_inbound(target, &inbound, event.id, reservation)
+                    .await
+                {
+                    Ok(seqs) => seqs,
+                    // Not applied, and worth another try: the sender's
+                    // retry is a duplicate that finds the work unfinished.
+                    Err(e) if e.retry_after().is_some() => return Err(e),
+                    // Refused again (the session ended meanwhile): the
+                    // first delivery said so already.
+                    Err(_) if duplicate => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(
+                            source = inbound.source.as_str(),
+                            event_type = %inbound.event_type,
+                            session = %target.1,
+                            error = %e,
+                            "inbound event recorded but not applied"
+                        );
+                        m::ingest_unapplied(inbound.source.as_str());
+                        self.conversations.forget(&inbound.conversation_id);
+                        Vec::new()
+                    }
                 }
-            },
-            None => Vec::new(),
+            }
+            _ => Vec::new(),
         };
+        self.ingest_applied
+            .lock()
+            .insert(inbound.event_hash.clone(), ());
         Ok(IngestOutcome {
             event,
-            duplicate: false,
+            duplicate,
             published,
         })
+    }
+
+    /// Whether a redelivered event's first delivery left work undone: an
+    /// utterance whose conversation row never committed (the hub stopped
+    /// between the record and the row, or the row's write failed), or a
+    /// conversation end the session has not seen. Speaking changes are
+    /// not replayed: a late one would undo a newer state.
+    async fn unfinished(
+        &self,
+        session: SessionId,
+        inbound: &Inbound,
+        event: &ProcessedEvent,
+    ) -> Result<bool, HubError> {
+        if self.ingest_applied.lock().contains(&inbound.event_hash) {
+            return Ok(false);
+        }
+        match &inbound.action {
+            Action::Utterance { who, .. } => {
+                let sender = format!("ingest:{}", inbound.source.as_str());
+                let present = self
+                    .writer
+                    .store()
+                    .has_conversation_row(
+                        session,
+                        message_type(*who),
+                        &sender,
+                        &event.id.to_string(),
+                    )
+                    .await?;
+                Ok(!present)
+            }
+            // A transition the session already made is not made again.
+            Action::Ended { .. } => Ok(true),
+            Action::Speaking { .. } | Action::Record => Ok(false),
+        }
     }
 
     async fn apply_inbound(
@@ -181,10 +236,7 @@ impl Hub {
                         origin,
                     )
                     .await?;
-                let kind = match who {
-                    Speaker::User => MessageType::Question,
-                    Speaker::Renderer => MessageType::Response,
-                };
+                let kind = message_type(*who);
                 // The stored event's id as the row's client id: a row
                 // written twice (a retried batch) is kept once.
                 let row_id = event_id.to_string();
@@ -254,5 +306,13 @@ impl Hub {
             Err(_) if unchanged => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The conversation row an utterance of `who` becomes.
+fn message_type(who: Speaker) -> MessageType {
+    match who {
+        Speaker::User => MessageType::Question,
+        Speaker::Renderer => MessageType::Response,
     }
 }

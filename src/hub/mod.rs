@@ -54,10 +54,15 @@ use crate::auth::origin::OriginPolicy;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::connection::outbox::OutboxLimits;
+use crate::recent::RecentMap;
 use crate::session::{ReplicaLimits, Sessions};
 use crate::store::ingest::batcher::Recorder;
 use crate::store::ingest::mappings::Mappings;
 use crate::store::writer::BatchWriter;
+use crate::turns::Turns;
+
+/// Inbound event hashes remembered as applied (`HubInner::ingest_applied`).
+const INGEST_APPLIED: usize = 4096;
 
 pub use self::core::{Hub, HubInner};
 pub use client::{Client, Next};
@@ -108,6 +113,8 @@ impl Hub {
                 broker,
                 ingest: Recorder::start(writer.store().clone()),
                 conversations: Mappings::default(),
+                ingest_turns: Turns::default(),
+                ingest_applied: parking_lot::Mutex::new(RecentMap::new(INGEST_APPLIED)),
                 writer,
                 auth,
                 limiter,

@@ -350,6 +350,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn has_conversation_row(
+        &self,
+        session: SessionId,
+        message_type: MessageType,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = (
+            session,
+            message_type,
+            sender.to_owned(),
+            client_msg_id.to_owned(),
+        );
+        Ok(self.tables.lock().conversation_keys.contains(&key))
+    }
+
     async fn conversation(
         &self,
         session: SessionId,

@@ -478,6 +478,18 @@ pub trait Store:
         page: Page,
     ) -> Result<Vec<ConversationRow>, StoreError>;
 
+    /// Whether the session holds the conversation row with this unique
+    /// key (`ConversationRow::sender` and `client_msg_id`): how a
+    /// redelivered inbound event finds out that the row its first
+    /// delivery should have written never committed.
+    async fn has_conversation_row(
+        &self,
+        session: SessionId,
+        message_type: MessageType,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<bool, StoreError>;
+
     /// A session's interventions, newest first.
     async fn interventions(
         &self,

@@ -6,9 +6,12 @@
 use std::time::Duration;
 
 use eva_hub::ids::SessionId;
+use eva_hub::ingest::Source;
+use eva_hub::ingest::canonical::event_hash;
 use eva_hub::ingest::signature::hmac_hex;
 use eva_hub::protocol::model::{Event, Role};
 use eva_hub::protocol::{Codec, ServerFrame, SessionStatus};
+use eva_hub::store::ingest::ProcessedEvent;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -267,6 +270,91 @@ async fn a_redelivery_is_a_duplicate_and_publishes_nothing() {
             .count_processed_events(CONVERSATION)
             .await
             .unwrap(),
+        1
+    );
+}
+
+/// A hub that stopped between recording an utterance and committing its
+/// conversation row sent no answer; the vendor's redelivery is a
+/// duplicate that writes the row and publishes the event then, once.
+#[tokio::test]
+async fn a_redelivery_finishes_an_utterance_whose_row_never_committed() {
+    let app = spawn_ingest_app().await;
+    let (id, mut p) = watched_session(&app).await;
+    let body = fixture("generic_utterance");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    // What the first delivery left: the recorded event, and no row.
+    let recorded = ProcessedEvent {
+        id: uuid::Uuid::now_v7(),
+        source: "generic".into(),
+        conversation_id: CONVERSATION.into(),
+        event_type: "utterance".into(),
+        event_data: event.clone(),
+        event_hash: event_hash(Source::Generic, &event),
+        session: Some(id),
+        processed_at: chrono::Utc::now(),
+        processing_duration_ms: 1,
+    };
+    app.store
+        .record_processed_events(std::slice::from_ref(&recorded))
+        .await
+        .unwrap();
+
+    let (status, again) = deliver(&app, "generic", "generic_utterance").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(
+        again["id"],
+        recorded.id.to_string(),
+        "the stored event answers"
+    );
+    assert_eq!(again["published"].as_array().unwrap().len(), 1, "{again}");
+    let data = custom(&mut p, "utterance").await;
+    assert_eq!(data["text"], "Welcome to the quarterly review.");
+    let rows = app
+        .store
+        .conversation(
+            id,
+            eva_hub::store::Page {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].content, "Welcome to the quarterly review.");
+    assert_eq!(
+        rows[0].client_msg_id.as_deref(),
+        Some(recorded.id.to_string().as_str())
+    );
+
+    // Finished now: a further redelivery publishes and writes nothing.
+    let (status, third) = deliver(&app, "generic", "generic_utterance").await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["published"], json!([]));
+    p.none_within(Duration::from_millis(300), |f| {
+        matches!(
+            f,
+            ServerFrame::Event {
+                event: Event::Custom { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        app.store
+            .conversation(
+                id,
+                eva_hub::store::Page {
+                    before: None,
+                    limit: 10
+                }
+            )
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }

@@ -75,6 +75,7 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         rows_round_trip_exactly,
         same_rows_twice_are_stored_once,
         resend_with_same_client_id_is_stored_once,
+        a_conversation_row_is_found_by_its_unique_key,
         batch_is_all_or_nothing,
         history_pages_newest_first,
         updates_apply_after_their_rows,
@@ -570,6 +571,37 @@ async fn resend_with_same_client_id_is_stored_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(conversation(&store, s).await, vec![bob, first]);
     assert_eq!(store.interventions(s, all(10)).await.unwrap(), vec![i3, i1]);
+}
+
+/// How a redelivered inbound event learns whether its row committed.
+async fn a_conversation_row_is_found_by_its_unique_key(store: Arc<dyn Store>) {
+    let s = session(&store).await;
+    let other = session(&store).await;
+    let has = |session, kind, sender: &'static str, client_id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .has_conversation_row(session, kind, sender, client_id)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!has(s, MessageType::Question, "alice", "q-1").await);
+    store
+        .write_batch(&[
+            Row::Conversation(question(s, 1, "alice", "q-1")),
+            Row::Conversation(response(s, 2, "r-1")),
+        ])
+        .await
+        .unwrap();
+    assert!(has(s, MessageType::Question, "alice", "q-1").await);
+    // A response's sender is its speaker.
+    assert!(has(s, MessageType::Response, "renderer-1", "r-1").await);
+    // Every part of the key counts.
+    assert!(!has(s, MessageType::Question, "alice", "q-2").await);
+    assert!(!has(s, MessageType::Question, "bob", "q-1").await);
+    assert!(!has(s, MessageType::Response, "alice", "q-1").await);
+    assert!(!has(other, MessageType::Question, "alice", "q-1").await);
 }
 
 async fn batch_is_all_or_nothing(store: Arc<dyn Store>) {

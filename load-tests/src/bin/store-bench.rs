@@ -251,6 +251,17 @@ impl Store for TimedStore {
     ) -> Result<Vec<ConversationRow>, StoreError> {
         self.inner.conversation(s, p).await
     }
+    async fn has_conversation_row(
+        &self,
+        s: SessionId,
+        kind: MessageType,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .has_conversation_row(s, kind, sender, client_msg_id)
+            .await
+    }
     async fn interventions(
         &self,
         s: SessionId,

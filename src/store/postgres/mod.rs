@@ -29,8 +29,8 @@ use uuid::Uuid;
 use self::codec::err;
 use crate::ids::{SessionId, TenantId};
 use crate::store::{
-    AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, Page, ParticipantRow, PoolConfig,
-    Row, SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
+    AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MessageType, Page, ParticipantRow,
+    PoolConfig, Row, SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -125,6 +125,28 @@ impl Store for PostgresStore {
         p: Page,
     ) -> Result<Vec<ConversationRow>, StoreError> {
         read::page(&self.pool, session, p).await
+    }
+
+    async fn has_conversation_row(
+        &self,
+        session: SessionId,
+        message_type: MessageType,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<bool, StoreError> {
+        // The unique index's own expression, so the lookup is one probe.
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE session_id = $1 \
+             AND message_type = $2 AND COALESCE(participant_id, speaker) = $3 \
+             AND client_msg_id = $4)",
+        )
+        .bind(session.0)
+        .bind(message_type.as_str())
+        .bind(sender)
+        .bind(client_msg_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)
     }
 
     async fn interventions(
