@@ -89,6 +89,9 @@ pub struct Plan {
     /// How late the sender was is reported beside it (`send_lag`), so a
     /// stalled sender still shows.
     pub stamp_sent: bool,
+    /// Subscribers speak `eva.v1.msgpack` (the renderer and operators
+    /// stay on JSON): bytes on the wire per delivery in MessagePack.
+    pub msgpack: bool,
 }
 
 mod secs {
@@ -275,6 +278,56 @@ pub async fn connect_and_join_with(
     }
 }
 
+/// Connects a subscriber speaking MessagePack and joins; returns once the
+/// snapshot arrived. Frames are read as generic values: slower than the
+/// JSON path's byte scanning, which only matters at rates where the
+/// generator would be the bottleneck anyway.
+async fn join_msgpack(
+    hub: SocketAddr,
+    token: &str,
+    session: &str,
+    src: Option<IpAddr>,
+    compact: bool,
+) -> anyhow::Result<ClientReceiver> {
+    let mut opts = ConnectOptions::new(Codec::MsgPack, token);
+    opts.source = src;
+    opts.read_buffer = 16 * 1024;
+    let (mut tx, mut rx) = Client::connect(hub, opts).await?.split();
+    let join = serde_json::json!({"type": "join", "session": session, "compact": compact});
+    tx.send_message(Message::Binary(Codec::MsgPack.encode_payload(&join).into()))
+        .await?;
+    loop {
+        let msg = rx
+            .recv_message()
+            .await
+            .context("closed before the snapshot")??;
+        let Message::Binary(b) = msg else { continue };
+        let v: serde_json::Value = Codec::MsgPack
+            .decode(&b)
+            .map_err(|e| anyhow::anyhow!("undecodable frame: {e}"))?;
+        match v["type"].as_str() {
+            Some("snapshot") => return Ok(rx),
+            Some("error") => bail!("join refused: {v}"),
+            _ => {}
+        }
+    }
+}
+
+/// [`probe`] for a MessagePack frame: an `event` frame or a compact one.
+fn probe_msgpack(frame: &[u8]) -> Option<crate::scan::Probe> {
+    let v: serde_json::Value = Codec::MsgPack.decode(frame).ok()?;
+    let (seq, data) = if v["type"] == "event" {
+        (v["seq"].as_u64()?, &v["event"]["data"])
+    } else {
+        (v["q"].as_u64()?, &v["data"])
+    };
+    Some(crate::scan::Probe {
+        seq,
+        i: data["i"].as_u64()?,
+        t: data["t"].as_u64()?,
+    })
+}
+
 /// The string value after `key` (which includes the opening quote).
 pub fn string_field(b: &[u8], key: &[u8]) -> Option<String> {
     let at = find(b, key)?;
@@ -400,16 +453,16 @@ pub async fn run_across(
             let subs = connect_many(plan.participants, 128, |k| {
                 let id = id.clone();
                 async move {
-                    let j = connect_and_join_with(
-                        at,
-                        &format!("dev:participant:p{s}-{g}-{k}"),
-                        &id,
-                        source(base + k, plan.sources),
-                        None,
-                        sub_fields,
-                    )
-                    .await?;
-                    Ok((g, j.rx))
+                    let token = format!("dev:participant:p{s}-{g}-{k}");
+                    let src = source(base + k, plan.sources);
+                    let rx = if plan.msgpack {
+                        join_msgpack(at, &token, &id, src, plan.compact).await?
+                    } else {
+                        connect_and_join_with(at, &token, &id, src, None, sub_fields)
+                            .await?
+                            .rx
+                    };
+                    Ok((g, rx))
                 }
             })
             .await?;
@@ -632,14 +685,18 @@ async fn subscriber(
     while let Some(Ok(msg)) = rx.recv_message().await {
         // The receive time is taken as each frame is read.
         let now = clock.ns();
-        let Message::Text(t) = msg else { continue };
-        if let Some(p) = probe(t.as_bytes()) {
+        let (p, len) = match &msg {
+            Message::Text(t) => (probe(t.as_bytes()), t.len()),
+            Message::Binary(b) => (probe_msgpack(b), b.len()),
+            _ => continue,
+        };
+        if let Some(p) = p {
             tally.borrow_mut().record(p.i);
             collector.borrow_mut().record(
                 session,
                 p.i,
                 now.saturating_sub(p.t) / 1000,
-                ws_frame_len(t.len()),
+                ws_frame_len(len),
             );
         }
     }

@@ -177,6 +177,10 @@ struct Load {
     /// Stamp events when written rather than when due (see `Plan`).
     #[arg(long)]
     stamp_sent: bool,
+    /// Subscribers speak `eva.v1.msgpack` (the renderer stays on JSON).
+    /// Not with `--floor`: the floor writes JSON frames only.
+    #[arg(long)]
+    msgpack: bool,
 }
 
 impl Load {
@@ -203,6 +207,7 @@ impl Load {
             estop_every: estop,
             compact: self.compact,
             stamp_sent: self.stamp_sent,
+            msgpack: self.msgpack,
         })
     }
 }
@@ -239,6 +244,9 @@ struct Measured {
 }
 
 async fn measure(args: &HubArgs, plan: &Plan) -> anyhow::Result<Measured> {
+    if args.floor && plan.msgpack {
+        anyhow::bail!("--msgpack cannot run with --floor: the floor writes JSON frames only");
+    }
     let hub_outcome = {
         let hub = hub(args).await?;
         eva_load::engine::run(&hub, plan).await?
@@ -498,6 +506,7 @@ async fn cluster(
             estop_every: None,
             compact: false,
             stamp_sent: false,
+            msgpack: false,
         };
         let nodes = Nodes::start(&spec).await?;
         eprintln!(
