@@ -57,6 +57,7 @@ fn fanout_with_operators_and_stops_loses_nothing() {
             estop_every: Some(Duration::from_millis(250)),
             compact: false,
             stamp_sent: false,
+            msgpack: false,
         };
         let o = eva_load::engine::run(&hub, &plan).await.unwrap();
         assert_eq!(
@@ -148,6 +149,7 @@ fn cluster_same_and_cross_node_subscribers_lose_nothing() {
             estop_every: None,
             compact: false,
             stamp_sent: false,
+            msgpack: false,
         };
         let o = eva_load::cluster::run(&a, &b, &redis_url(), &plan)
             .await
@@ -168,7 +170,7 @@ fn cluster_same_and_cross_node_subscribers_lose_nothing() {
 /// Compact frames, the renderer without echo, and sender-stamped events:
 /// the same accounting holds, in fewer bytes.
 #[test]
-fn compact_frames_lose_nothing_and_are_smaller() {
+fn compact_and_msgpack_frames_lose_nothing_and_are_smaller() {
     block_on(async {
         let hub = in_process_hub().await;
         let mut plan = Plan {
@@ -184,23 +186,27 @@ fn compact_frames_lose_nothing_and_are_smaller() {
             estop_every: None,
             compact: false,
             stamp_sent: true,
+            msgpack: false,
         };
         let full = eva_load::engine::run(&hub, &plan).await.unwrap();
         plan.compact = true;
         let compact = eva_load::engine::run(&hub, &plan).await.unwrap();
-        for o in [&full, &compact] {
+        plan.msgpack = true;
+        let packed_compact = eva_load::engine::run(&hub, &plan).await.unwrap();
+        plan.compact = false;
+        let packed = eva_load::engine::run(&hub, &plan).await.unwrap();
+        for o in [&full, &compact, &packed, &packed_compact] {
             assert_eq!(
                 (o.totals.lost, o.totals.duplicated, o.totals.reordered),
                 (0, 0, 0)
             );
             assert_eq!(o.deliveries, o.sent * 20);
         }
-        assert!(
-            compact.bytes_per_delivery() < full.bytes_per_delivery(),
-            "{} vs {}",
-            compact.bytes_per_delivery(),
-            full.bytes_per_delivery()
-        );
+        // Each step is smaller: compact frames, then MessagePack.
+        let bytes = [&full, &compact, &packed, &packed_compact].map(|o| o.bytes_per_delivery());
+        assert!(bytes[1] < bytes[0], "{bytes:?}");
+        assert!(bytes[2] < bytes[0] && bytes[3] < bytes[1], "{bytes:?}");
+        assert!(bytes[3] < bytes[2], "{bytes:?}");
     });
 }
 
@@ -226,6 +232,7 @@ fn the_floor_delivers_every_event() {
                 estop_every: Some(Duration::from_millis(250)),
                 compact,
                 stamp_sent: false,
+                msgpack: false,
             };
             let o = eva_load::engine::run(&floor, &plan).await.unwrap();
             assert_eq!(
