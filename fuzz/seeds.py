@@ -72,6 +72,9 @@ def write(target, data):
     (d / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
 
 
+# `ingest::Source::ALL`, in order.
+SOURCES = ["tavus", "heygen", "livekit", "generic"]
+
 CLIENT_TYPES = {
     "auth", "join", "leave", "state", "context", "metrics", "status", "response",
     "command_ack", "question", "takeover", "release", "command", "suggestion",
@@ -128,7 +131,18 @@ def main():
         while len(data) < 256 * (i + 1):
             data += hashlib.sha256(data + bytes([i])).digest()
         write("replica_snapshot", data)
-    print(f"{len(frames)} client frames, {len(bodies)} REST bodies, {len(TOKENS)} tokens")
+    # Inbound vendor events: each fixture of the ingest tests, correctly
+    # signed for its source (first byte: the source's index in
+    # `Source::ALL`, bit 2 set), and once unsigned with a made-up
+    # credential (bit 2 clear, credential NUL body).
+    events = sorted((ROOT / "tests" / "fixtures" / "ingest").glob("*.json"))
+    for path in events:
+        source = SOURCES.index(path.name.split("_")[0])
+        body = path.read_bytes()
+        write("ingest_events", bytes([4 | source]) + body)
+        write("ingest_events", bytes([source]) + b"sha256=00\x00" + body)
+    print(f"{len(frames)} client frames, {len(bodies)} REST bodies, {len(TOKENS)} tokens, "
+          f"{len(events)} inbound events")
 
 
 if __name__ == "__main__":
