@@ -94,6 +94,9 @@ REST_BODIES = [
     {"description": None, "is_active": False, "events": ["session.started"]},
     {"since": "2026-01-01T00:00:00Z"},
     {"delivery_id": 42},
+    {"type": "voice_clone", "metadata": {"sample_url": "https://example.com/a.wav"}, "session": SESSION},
+    {"status": "processing", "progress": 40},
+    {"status": "completed", "progress": 100, "result": {"voice_id": "v-1"}},
 ]
 
 TOKENS = [

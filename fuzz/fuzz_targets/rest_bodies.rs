@@ -1,6 +1,6 @@
 //! REST request bodies as the handlers extract them (axum's `Json`, the
 //! same call the extractor makes): every body type of `gateway::rest`,
-//! `gateway::credentials` and `gateway::webhooks`. A body is accepted or
+//! `gateway::credentials`, `gateway::webhooks` and `gateway::jobs`. A body is accepted or
 //! refused with a rejection; nothing may panic, and the rejection's text
 //! (sent back to the caller) is always there.
 
@@ -10,7 +10,8 @@ use axum::Json;
 use eva_hub::gateway::credentials::{KeyRequest, TokenRequest};
 use eva_hub::gateway::rest::{EventBody, ReasonBody, StatusBody};
 use eva_hub::gateway::webhooks::{NewWebhook, ReplayRequest, WebhookChange};
-use eva_hub::hub::NewSession;
+use eva_hub::hub::{NewJob, NewSession};
+use eva_hub::protocol::job::JobChange;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 
@@ -32,4 +33,6 @@ fuzz_target!(|data: &[u8]| {
     body::<NewWebhook>(data);
     body::<WebhookChange>(data);
     body::<ReplayRequest>(data);
+    body::<NewJob>(data);
+    body::<JobChange>(data);
 });
