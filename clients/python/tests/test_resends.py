@@ -48,6 +48,10 @@ async def test_resends_after_a_lost_ack_get_the_original_outcome(
     await watch.join(session_id)
     seen: dict[str, list[EventFrame]] = {}
     watch.on_event(lambda ev, f: seen.setdefault(ev["kind"], []).append(f))
+    # The renderer's join moves the session to `starting` on its own; the
+    # watcher must have that status (from its snapshot or as an event)
+    # before the first check counts lifecycle events.
+    await eventually(lambda: watch.session(session_id).status == "starting", what="the session to start")
     errors: list[HubError] = []
     for c in (r.client, op, watch):
         c.on_error(errors.append)

@@ -32,6 +32,10 @@ describe('resend after a lost ack', () => {
     watcher.on('event', (f) => seen.set(f.event.kind, [...(seen.get(f.event.kind) ?? []), f]));
     for (const s of [renderer, operator, watcher]) s.on('error', (e) => errors.push(e));
     await Promise.all([renderer.ready, operator.ready, watcher.ready]);
+    // The renderer's join moves the session to `starting` on its own; the
+    // watcher must have that status (from its snapshot or as an event)
+    // before the first test counts lifecycle events.
+    await waitFor(() => watcher.getState().status === 'starting', 'the session to start');
   });
   after(async () => {
     await hub?.stop();
