@@ -39,7 +39,7 @@ use super::core::Hub;
 use super::error::{HubError, refuse};
 use super::rows::conversation;
 use crate::ids::{EventId, SessionId, TenantId};
-use crate::ingest::{Action, Inbound, Speaker};
+use crate::ingest::{Action, Inbound, Source, Speaker};
 use crate::metrics as m;
 use crate::protocol::model::{CustomAudience, Event};
 use crate::protocol::{ErrorCode, SessionStatus};
@@ -158,7 +158,7 @@ impl Hub {
         }
         match &inbound.action {
             Action::Utterance { who, .. } => {
-                let sender = format!("ingest:{}", inbound.source.as_str());
+                let sender = sender_of(inbound.source);
                 let present = self
                     .writer
                     .store()
@@ -192,7 +192,7 @@ impl Hub {
             return Err(refuse(ErrorCode::SessionEnded, "the session has ended"));
         }
         let source = inbound.source.as_str();
-        let sender = format!("ingest:{source}");
+        let sender = sender_of(inbound.source);
         let origin = Origin {
             sender: sender.clone(),
             ..Origin::default()
@@ -307,6 +307,12 @@ impl Hub {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Who an inbound event's events and rows are from: the row lookup of a
+/// redelivery must name the sender the first delivery wrote.
+fn sender_of(source: Source) -> String {
+    format!("ingest:{}", source.as_str())
 }
 
 /// The conversation row an utterance of `who` becomes.

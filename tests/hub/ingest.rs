@@ -141,6 +141,20 @@ async fn speaking(p: &mut TestClient) -> bool {
     }
 }
 
+/// A redelivery published nothing: no app event reaches the participant.
+async fn no_app_event(p: &mut TestClient) {
+    p.none_within(Duration::from_millis(300), |f| {
+        matches!(
+            f,
+            ServerFrame::Event {
+                event: Event::Custom { .. },
+                ..
+            }
+        )
+    })
+    .await;
+}
+
 fn accepted(status: u16, body: &Value, session: SessionId) {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["duplicate"], false);
@@ -255,16 +269,7 @@ async fn a_redelivery_is_a_duplicate_and_publishes_nothing() {
     assert_eq!(again["id"], first["id"], "the stored event answers");
     assert_eq!(again["event_hash"], first["event_hash"]);
     assert_eq!(again["published"], json!([]));
-    p.none_within(Duration::from_millis(300), |f| {
-        matches!(
-            f,
-            ServerFrame::Event {
-                event: Event::Custom { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    no_app_event(&mut p).await;
     assert_eq!(
         app.store
             .count_processed_events(CONVERSATION)
@@ -333,16 +338,7 @@ async fn a_redelivery_finishes_an_utterance_whose_row_never_committed() {
     let (status, third) = deliver(&app, "generic", "generic_utterance").await;
     assert_eq!(status, 200, "{third}");
     assert_eq!(third["published"], json!([]));
-    p.none_within(Duration::from_millis(300), |f| {
-        matches!(
-            f,
-            ServerFrame::Event {
-                event: Event::Custom { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    no_app_event(&mut p).await;
     assert_eq!(
         app.store
             .conversation(
