@@ -421,7 +421,8 @@ pub fn redis_refilled(n: u64) {
 
 /// A session's stream continued somewhere this node could not follow
 /// event by event: `reason` is `restart` (Redis lost it), `outage` (this
-/// node sequenced alone), `adopted` (another node's outage run), `behind`.
+/// node sequenced alone), `adopted` (another node's outage run), `behind`,
+/// `diverged` (Redis lost events this node delivered, as in a failover).
 pub fn redis_stream_reset(reason: &'static str) {
     counter!("eva_redis_stream_resets_total", "reason" => reason).increment(1);
 }

@@ -1,10 +1,13 @@
 //! The broker conformance suite: every `Broker` implementation must
 //! sequence, deliver in order, keep bounded history, count presence and
 //! keep checkpoints the same way. Each test runs against the in-process
-//! broker and against the Redis broker (a real Redis: `EVA_TEST_REDIS`, or
-//! a private `redis-server` this binary starts; a fresh key prefix per
-//! test).
-//! A few tests that need two nodes or Redis itself run on Redis only.
+//! broker, against the Redis broker on one Redis (`EVA_TEST_REDIS`, or a
+//! private `redis-server` this binary starts) and on a Redis Cluster
+//! (`EVA_TEST_REDIS_CLUSTER`, or a private cluster of 3 masters and 3
+//! replicas); a fresh key prefix per test.
+//! The tests that need several nodes or Redis itself run on Redis only,
+//! on one server and on the cluster; killing a master and resharding
+//! under load are in `cluster_faults.rs`, each on a cluster of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +32,21 @@ fn redis_url() -> String {
 }
 
 fn redis_settings() -> RedisSettings {
+    settings_for(redis_url())
+}
+
+fn cluster_settings() -> RedisSettings {
+    settings_for(services::redis_cluster_url())
+}
+
+/// One Redis and a Redis Cluster: the Redis-only tests run on both.
+fn redis_kinds() -> [(&'static str, RedisSettings); 2] {
+    [("redis", redis_settings()), ("cluster", cluster_settings())]
+}
+
+fn settings_for(url: String) -> RedisSettings {
     let mut r = Settings::defaults().redis;
-    r.url = redis_url().into();
+    r.url = url.into();
     r.prefix = format!("evatest-{}", uuid::Uuid::new_v4().simple());
     r.stream_maxlen = HISTORY;
     r.gap_wait_ms = 5;
@@ -154,8 +170,9 @@ fn consecutive(seqs: &[Seq], from: Seq) -> bool {
 async fn brokers() -> Vec<(&'static str, Arc<dyn Broker>, Arc<Recorder>)> {
     let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HISTORY));
     let redis: Arc<dyn Broker> = redis_broker(&redis_settings()).await;
+    let cluster: Arc<dyn Broker> = redis_broker(&cluster_settings()).await;
     let mut out = Vec::new();
-    for (name, b) in [("memory", memory), ("redis", redis)] {
+    for (name, b) in [("memory", memory), ("redis", redis), ("cluster", cluster)] {
         let rec = Arc::new(Recorder::default());
         b.attach(rec.clone());
         out.push((name, b, rec));
@@ -351,8 +368,13 @@ async fn nodes(n: usize, cfg: &RedisSettings) -> Vec<(Arc<RedisBroker>, Arc<Reco
 
 #[tokio::test]
 async fn nodes_publishing_concurrently_see_one_order() {
-    let cfg = redis_settings();
-    let nodes = nodes(3, &cfg).await;
+    for (kind, cfg) in redis_kinds() {
+        concurrent_publishers_see_one_order(kind, &cfg).await;
+    }
+}
+
+async fn concurrent_publishers_see_one_order(kind: &str, cfg: &RedisSettings) {
+    let nodes = nodes(3, cfg).await;
     let s = SessionId::new();
     for (b, _) in &nodes {
         watched(b.as_ref(), s).await;
@@ -393,9 +415,12 @@ async fn nodes_publishing_concurrently_see_one_order() {
         let seqs: Vec<Seq> = got.iter().map(|(s, _)| *s).collect();
         assert!(
             consecutive(&seqs, 1),
-            "node {i}: 0 gaps, 0 duplicates, 0 reorders"
+            "{kind} node {i}: 0 gaps, 0 duplicates, 0 reorders"
         );
-        assert_eq!(got, reference, "node {i} saw the same event at every seq");
+        assert_eq!(
+            got, reference,
+            "{kind} node {i} saw the same event at every seq"
+        );
     }
 }
 
@@ -408,8 +433,13 @@ async fn nodes_publishing_concurrently_see_one_order() {
 /// drill's Redis kills found it.
 #[tokio::test]
 async fn a_conditional_publish_follows_a_stream_redis_lost() {
-    let cfg = redis_settings();
-    let b = redis_broker(&cfg).await;
+    for (_, cfg) in redis_kinds() {
+        conditional_publish_follows_a_lost_stream(&cfg).await;
+    }
+}
+
+async fn conditional_publish_follows_a_lost_stream(cfg: &RedisSettings) {
+    let b = redis_broker(cfg).await;
     let rec = Arc::new(Recorder::default());
     b.attach(rec.clone());
     let s = SessionId::new();
@@ -417,10 +447,10 @@ async fn a_conditional_publish_follows_a_stream_redis_lost() {
     for i in 0..3 {
         publish(b.as_ref(), s, &format!("e{i}")).await;
     }
-    let admin = admin(&cfg).await;
+    let admin = admin(cfg).await;
     let keys: Vec<String> = ["position", "stream", "checkpoint"]
         .iter()
-        .map(|part| format!("{}:session:{s}:{part}", cfg.prefix))
+        .map(|part| format!("{}:session:{{{s}}}:{part}", cfg.prefix))
         .collect();
     let _: i64 = fred::prelude::KeysInterface::del(&admin, keys)
         .await
@@ -501,8 +531,13 @@ async fn killed_pubsub_connections_are_refilled_from_the_stream() {
 
 #[tokio::test]
 async fn the_members_of_a_dead_node_are_counted_out_once() {
-    let cfg = redis_settings();
-    let nodes = nodes(2, &cfg).await;
+    for (_, cfg) in redis_kinds() {
+        a_dead_node_s_members_are_counted_out_once(&cfg).await;
+    }
+}
+
+async fn a_dead_node_s_members_are_counted_out_once(cfg: &RedisSettings) {
+    let nodes = nodes(2, cfg).await;
     let s = SessionId::new();
     let (a, b) = (&nodes[0].0, &nodes[1].0);
     watched(a.as_ref(), s).await;
@@ -543,10 +578,15 @@ async fn the_members_of_a_dead_node_are_counted_out_once() {
 
 #[tokio::test]
 async fn abuse_limit_counters_are_shared_by_every_node() {
+    for (_, cfg) in redis_kinds() {
+        counters_are_shared(&cfg).await;
+    }
+}
+
+async fn counters_are_shared(cfg: &RedisSettings) {
     use eva_hub::counters::{RateKey, SlotKey};
     use eva_hub::ids::TenantId;
-    let cfg = redis_settings();
-    let nodes = nodes(2, &cfg).await;
+    let nodes = nodes(2, cfg).await;
     let mut limits = Settings::defaults().limits;
     limits.questions_per_minute = 3;
     let a = nodes[0]
@@ -586,9 +626,15 @@ async fn abuse_limit_counters_are_shared_by_every_node() {
 
 #[tokio::test]
 async fn a_node_restarted_under_its_old_name_counts_its_old_members_out() {
+    for (_, cfg) in redis_kinds() {
+        a_restarted_node_counts_its_old_members_out(cfg).await;
+    }
+}
+
+async fn a_restarted_node_counts_its_old_members_out(cfg: RedisSettings) {
     let cfg = RedisSettings {
         node_id: "restarting".into(),
-        ..redis_settings()
+        ..cfg
     };
     let s = SessionId::new();
     {

@@ -409,3 +409,239 @@ fn ping(port: u16) -> bool {
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
+
+// -------------------------------------------------------- redis cluster
+
+/// The Redis Cluster URL (fred's form, `redis-cluster://host:port?node=…`):
+/// `EVA_TEST_REDIS_CLUSTER`, or this test binary's private cluster.
+pub fn redis_cluster_url() -> String {
+    match configured("EVA_TEST_REDIS_CLUSTER") {
+        Some(url) => url,
+        None => shared_cluster().url(),
+    }
+}
+
+/// The binary's private Redis Cluster, started on first use and shared by
+/// its tests (tests that kill or reshard nodes start their own).
+pub fn shared_cluster() -> &'static PrivateCluster {
+    static CLUSTER: OnceLock<PrivateCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| PrivateCluster::start(3))
+}
+
+/// A Redis Cluster of this process's own on loopback ports: `masters`
+/// masters with one replica each, from `redis-server --cluster-enabled
+/// yes` and `redis-cli --cluster create`. Failover is quick
+/// (`cluster-node-timeout` 1 s) so tests can kill a master. Everything
+/// stops when this process exits (the guard), or on [`PrivateCluster::stop`].
+#[derive(Debug)]
+pub struct PrivateCluster {
+    /// Every node's client port, masters first as created.
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    guard: Mutex<Option<Child>>,
+}
+
+impl PrivateCluster {
+    // The guard is never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(masters: usize) -> PrivateCluster {
+        for bin in ["redis-server", "redis-cli"] {
+            let on_path = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+            if !on_path {
+                missing(
+                    bin,
+                    "redis-server redis-tools",
+                    "EVA_TEST_REDIS_CLUSTER",
+                    "redis-cluster://host:port?node=host:port",
+                );
+            }
+        }
+        let started = Instant::now();
+        let dir = scratch_dir("redis-cluster");
+        let stop = format!(
+            "for p in {dir}/*/redis.pid; do [ -f \"$p\" ] && kill -9 \"$(cat \"$p\")\"; done; rm -rf {dir}",
+            dir = sh_quote(&dir.to_string_lossy()),
+        );
+        let guard = guard(&stop);
+        let mut ports = Vec::new();
+        for i in 0..masters * 2 {
+            ports.push(start_cluster_node(&dir.join(format!("node{i}"))));
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        if !out.status.success() {
+            panic!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cluster = PrivateCluster {
+            ports,
+            dir,
+            guard: Mutex::new(Some(guard)),
+        };
+        cluster.wait_ok(Duration::from_secs(30));
+        eprintln!(
+            "private Redis Cluster ({masters} masters, {masters} replicas) on 127.0.0.1:{:?}, ready in {:.1} s",
+            cluster.ports,
+            started.elapsed().as_secs_f64()
+        );
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.ports[0]);
+        for (i, port) in self.ports[1..].iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{port}"));
+        }
+        url
+    }
+
+    /// `redis-cli -p port args…`'s output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The ports of the nodes that are masters with slots now.
+    pub fn masters(&self) -> Vec<u16> {
+        let live = self
+            .ports
+            .iter()
+            .copied()
+            .find(|p| ping(*p))
+            .expect("a live node");
+        self.cli(live, &["cluster", "nodes"])
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail") && l.split(' ').count() > 8)
+            .filter_map(|l| {
+                let addr = l.split(' ').nth(1)?;
+                addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and the
+    /// masters with slots cover all 16384.
+    pub fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let live: Vec<u16> = self.ports.iter().copied().filter(|p| ping(*p)).collect();
+            let ok = !live.is_empty()
+                && live.iter().all(|p| {
+                    self.cli(*p, &["cluster", "info"])
+                        .contains("cluster_state:ok")
+                });
+            if ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the Redis Cluster did not become ok: {}",
+                    self.cli(
+                        live.first().copied().unwrap_or(self.ports[0]),
+                        &["cluster", "nodes"]
+                    )
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the node on `port` outright (SIGKILL), as a crash.
+    pub fn kill(&self, port: u16) {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of this cluster");
+        let pidfile = self.dir.join(format!("node{i}")).join("redis.pid");
+        let pid = std::fs::read_to_string(&pidfile).expect("the node's pid file");
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        let _ = std::fs::remove_file(&pidfile);
+    }
+
+    /// Stops every node now and removes the directory.
+    pub fn stop(&self) {
+        if let Some(mut guard) = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            drop(guard.stdin.take());
+            let _ = guard.wait();
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts one cluster-enabled `redis-server` in `dir` (client port and
+/// cluster bus port both chosen free) and returns its client port.
+fn start_cluster_node(dir: &Path) -> u16 {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let pidfile = dir.join("redis.pid");
+    let log = dir.join("redis.log");
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let bus = free_port();
+        let status = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+            ])
+            .args([
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
+        if !status.success() {
+            last = format!("redis-server exited with {status}: {}", tail(&log));
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let gone = std::fs::read_to_string(&pidfile)
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists());
+            if gone {
+                break;
+            }
+            if ping(port) {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        last = format!("redis-server did not answer PING: {}", tail(&log));
+    }
+    panic!("could not start a cluster node: {last}");
+}

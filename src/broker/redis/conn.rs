@@ -58,8 +58,9 @@ pub(super) async fn ping(client: &Client, timeout: Duration) -> Result<(), Broke
     }
 }
 
-/// A Lua script run by hash, loaded on first use and again after Redis
-/// forgot it (a restart).
+/// A Lua script run by hash, loaded on first use. A server that does not
+/// know it (restarted, or a cluster shard or promoted replica that never
+/// saw it) gets the source once with EVAL, which also caches it there.
 pub(super) struct Script {
     source: &'static str,
     sha: Mutex<Option<String>>,
@@ -79,22 +80,23 @@ impl Script {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
-        for _ in 0..2 {
-            let sha = self.sha.lock().clone();
-            let sha = match sha {
-                Some(s) => s,
-                None => {
-                    let s: String = client.script_load(self.source).await?;
-                    *self.sha.lock() = Some(s.clone());
-                    s
-                }
-            };
-            match client.evalsha(sha, keys.clone(), args.clone()).await {
-                Err(e) if e.to_string().contains("NOSCRIPT") => *self.sha.lock() = None,
-                other => return other,
+        let cached = self.sha.lock().clone();
+        let sha = match cached {
+            Some(sha) => sha,
+            None => {
+                // SCRIPT LOAD goes to one server; the hash is the same on
+                // every server, and the others learn the script by EVAL.
+                let sha: String = client.script_load(self.source).await?;
+                *self.sha.lock() = Some(sha.clone());
+                sha
             }
+        };
+        match client.evalsha(sha, keys.clone(), args.clone()).await {
+            Err(e) if e.to_string().contains("NOSCRIPT") => {
+                client.eval(self.source, keys, args).await
+            }
+            other => other,
         }
-        client.eval(self.source, keys, args).await
     }
 }
 

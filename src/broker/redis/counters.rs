@@ -4,7 +4,11 @@
 //!
 //! Connection slots are counted per node in one hash per key; a node whose
 //! heartbeat (kept by the broker) is older than `redis.presence_ttl_s`
-//! no longer counts, so a crashed node's slots free themselves. Rates use
+//! no longer counts, so a crashed node's slots free themselves. The
+//! heartbeats live in another cluster slot than a slot hash, so ACQUIRE
+//! gets the out-of-date nodes from the broker's health monitor, which
+//! reads them every 500 ms. A node records a slot hash in its own set
+//! before it takes a slot there, so reaping it finds every slot it held. Rates use
 //! fixed windows (`eva:ratelimit:{key}:{window}`, seed 000 §3.2): one
 //! `INCR` per event, expiring with the window. The scripts and key names
 //! are in `scripts.rs`, with the broker's.
@@ -13,8 +17,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::prelude::HashesInterface;
+use std::sync::Arc;
+
+use fred::prelude::{HashesInterface, SetsInterface};
 use fred::types::Value;
+use parking_lot::RwLock;
 
 use super::conn::Reachability;
 use super::scripts::{Keys, SCRIPTS};
@@ -31,7 +38,9 @@ pub(super) struct RedisCounters {
     client: Client,
     keys: Keys,
     node: String,
-    presence_ttl_ms: u64,
+    /// Nodes whose heartbeat is out of date (the broker's health monitor
+    /// refreshes the list).
+    dead_nodes: Arc<RwLock<Vec<String>>>,
     /// The broker's view of Redis: while it is away, counters fail open
     /// at once instead of waiting out a command timeout.
     up: Reachability,
@@ -44,7 +53,7 @@ impl RedisCounters {
         client: Client,
         keys: Keys,
         node: String,
-        presence_ttl_s: u64,
+        dead_nodes: Arc<RwLock<Vec<String>>>,
         up: Reachability,
         limits: &LimitSettings,
     ) -> RedisCounters {
@@ -52,7 +61,7 @@ impl RedisCounters {
             client,
             keys,
             node,
-            presence_ttl_ms: presence_ttl_s * 1000,
+            dead_nodes,
             up,
             questions_per_minute: limits.questions_per_minute,
             // A fixed one-second window: `rest_per_s` calls in each second
@@ -74,23 +83,26 @@ impl RedisCounters {
 impl Counters for RedisCounters {
     async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
         self.reachable()?;
-        let deadline = now_ms().saturating_sub(self.presence_ttl_ms);
+        let hash = self.keys.slots(&key);
+        let _: i64 = self
+            .client
+            .sadd(self.keys.node_slots(&self.node), hash.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut args: Vec<Value> = vec![
+            self.node.clone().into(),
+            i64::from(limit).into(),
+            SLOT_TTL_S.into(),
+        ];
+        args.extend(
+            self.dead_nodes
+                .read()
+                .iter()
+                .map(|n| Value::from(n.clone())),
+        );
         let v = SCRIPTS
             .acquire
-            .run(
-                &self.client,
-                vec![
-                    self.keys.slots(&key),
-                    self.keys.heartbeats(),
-                    self.keys.node_slots(&self.node),
-                ],
-                vec![
-                    self.node.clone().into(),
-                    i64::from(limit).into(),
-                    (deadline as i64).into(),
-                    SLOT_TTL_S.into(),
-                ],
-            )
+            .run(&self.client, vec![hash], args)
             .await
             .map_err(|e| e.to_string())?;
         Ok(matches!(v, Value::Integer(1)))

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 
 use super::node::Shared;
 use super::reply::{text, unavailable};
-use super::track::{Track, TrackState};
-use super::wire::decode;
+use super::sequence::Page;
+use super::track::{Entry, Track, TrackState};
+use super::wire::{decode, print};
 use crate::broker::BrokerError;
 use crate::ids::{Epoch, Seq, SessionId};
 use crate::metrics as m;
@@ -45,7 +46,7 @@ impl Shared {
         };
         // Subscribe before reading the stream, so nothing published in
         // between is missed.
-        let subscribed = self.subscriber.subscribe(self.keys.channel(session)).await;
+        let subscribed = self.subscriber.ssubscribe(self.keys.channel(session)).await;
         let added: Result<i64, _> = self
             .client
             .sadd(self.keys.live_sessions(), session.to_string())
@@ -60,7 +61,7 @@ impl Shared {
     pub(super) async fn unwatch(&self, session: SessionId) -> Result<(), BrokerError> {
         if self.tracks.remove(&session).is_some() {
             self.subscriber
-                .unsubscribe(self.keys.channel(session))
+                .sunsubscribe(self.keys.channel(session))
                 .await
                 .map_err(unavailable)?;
         }
@@ -75,7 +76,9 @@ impl Shared {
     }
 
     /// Delivers `p` if it is next, holds it if early, drops it if old.
-    pub(super) fn offer(&self, track: &Track, epoch: Epoch, p: Arc<Published>) {
+    /// An old one that differs from what was delivered under its number
+    /// means Redis lost writes (a failover): the resync settles it.
+    pub(super) fn offer(&self, track: &Track, epoch: Epoch, p: Arc<Published>, print: u64) {
         let mut st = track.state.lock();
         if st.local.is_some() {
             // Runs alone until the hand-over settles which stream wins.
@@ -86,32 +89,35 @@ impl Shared {
             return;
         }
         if p.seq <= st.delivered {
+            if st.conflicts(p.seq, print) {
+                self.queue_resync(track, &mut st);
+            }
             return;
         }
         if p.seq > st.delivered + 1 {
             if st.pending.len() < MAX_PENDING {
-                st.pending.insert(p.seq, p);
+                st.pending.insert(p.seq, (p, print));
             }
             self.queue_resync(track, &mut st);
             return;
         }
-        self.deliver(&mut st, p);
+        self.deliver(&mut st, (p, print));
         drop(st);
         track.delivered.notify_waiters();
     }
 
-    /// Hands `p` (the next publication) and any held successors to the hub.
-    pub(super) fn deliver(&self, st: &mut TrackState, p: Arc<Published>) {
+    /// Hands `next` (the next publication) and any held successors to the
+    /// hub.
+    pub(super) fn deliver(&self, st: &mut TrackState, next: Entry) {
         let handler = self.handler();
-        st.delivered = p.seq;
-        if let Some(h) = handler {
-            h.on_publication(p);
-        }
-        while let Some(next) = st.pending.remove(&(st.delivered + 1)) {
-            st.delivered = next.seq;
+        let mut next = Some(next);
+        while let Some((p, print)) = next {
+            st.delivered = p.seq;
+            st.record(p.seq, print);
             if let Some(h) = handler {
-                h.on_publication(next);
+                h.on_publication(p);
             }
+            next = st.pending.remove(&(st.delivered + 1));
         }
         let delivered = st.delivered;
         st.pending.retain(|seq, _| *seq > delivered);
@@ -158,12 +164,15 @@ impl Shared {
         let mut from = from;
         loop {
             match self.read(track.session, from.seq, PAGE).await {
-                Ok(Some((position, events))) if position.epoch == from.epoch => {
-                    let n = events.len();
+                Ok(Some(page)) if page.position.epoch == from.epoch => {
+                    if self.lost_writes(track, from, &page) {
+                        return self.diverged(track, page.position).await;
+                    }
+                    let n = page.events.len();
                     let mut last = from.seq;
-                    for (seq, payload) in events {
+                    for (seq, payload) in page.events {
                         match decode(track.session, seq, &payload) {
-                            Some(p) => self.offer(track, from.epoch, p),
+                            Some(p) => self.offer(track, from.epoch, p, print(&payload)),
                             // Waiting for it would stall the session here
                             // for good; the replica notes the hole.
                             None => self.skip(track, from.epoch, seq),
@@ -171,7 +180,7 @@ impl Shared {
                         last = seq;
                     }
                     m::redis_refilled(n as u64);
-                    if n < PAGE || last >= position.seq {
+                    if n < PAGE || last >= page.position.seq {
                         return Ok(());
                     }
                     from.seq = last;
@@ -186,6 +195,43 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether Redis lacks what this track delivered from the stream it
+    /// read (`from`): the stream ends before it, or holds another event
+    /// under its last number. Redis replicates asynchronously, so a
+    /// promoted replica can miss a master's last writes.
+    fn lost_writes(&self, track: &Track, from: StreamPosition, page: &Page) -> bool {
+        if page.position.seq < from.seq {
+            return true;
+        }
+        let st = track.state.lock();
+        match &page.at {
+            Some(payload) => st.epoch == from.epoch && st.conflicts(from.seq, print(payload)),
+            None => false,
+        }
+    }
+
+    /// Redis no longer holds what this node delivered. The session must
+    /// not carry on with two histories: this node starts a new epoch from
+    /// its replica, as after an outage (its clients get a discontinuity),
+    /// and offers it to Redis in place of the stream as it stands now. If
+    /// that stream moves first, this node reloads from it instead. Either
+    /// way every node then follows one stream under a new epoch, and every
+    /// client gets a discontinuity and a snapshot.
+    pub(super) async fn diverged(
+        &self,
+        track: &Arc<Track>,
+        now: StreamPosition,
+    ) -> Result<(), BrokerError> {
+        {
+            let mut st = track.state.lock();
+            if st.local.is_none() {
+                tracing::warn!(session = %track.session, delivered = st.delivered, redis = now.seq, "Redis lost events this node delivered (a failover); starting a new epoch");
+                self.start_run(track, &mut st, now, "diverged");
+            }
+        }
+        self.hand_over(track).await
     }
 
     /// The shared stream is under another epoch than the track: Redis lost
@@ -245,8 +291,8 @@ impl Shared {
         if st.epoch == epoch && st.delivered + 1 == seq && st.local.is_none() {
             st.delivered = seq;
             let next = seq + 1;
-            if let Some(p) = st.pending.remove(&next) {
-                self.deliver(st, p);
+            if let Some(entry) = st.pending.remove(&next) {
+                self.deliver(st, entry);
             }
         }
     }
@@ -273,6 +319,7 @@ impl Shared {
         st.epoch = at.epoch;
         st.delivered = at.seq;
         st.pending.clear();
+        st.forget_prints();
         st.local = None;
         m::redis_stream_reset(reason);
         if let Some(h) = self.handler() {
@@ -330,13 +377,13 @@ fn on_message(shared: &Shared, track: &Arc<Track>, body: &str) {
         Some("E") => {
             let Some(p) = parts
                 .next()
-                .and_then(|payload| decode(track.session, seq, payload))
+                .and_then(|payload| Some((decode(track.session, seq, payload)?, print(payload))))
             else {
                 let mut st = track.state.lock();
                 shared.queue_resync(track, &mut st);
                 return;
             };
-            shared.offer(track, epoch, p);
+            shared.offer(track, epoch, p.0, p.1);
         }
         Some("R") => {
             // A node handed over a run: follow it unless it was ours.

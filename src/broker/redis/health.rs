@@ -1,12 +1,15 @@
 //! The health monitor task: pings Redis every 500 ms (and at once after a
-//! reconnect) to keep this node's reachability flag, refreshes the node's
-//! presence heartbeat, and after an outage or a reconnect resubscribes
-//! the watched sessions' channels and resyncs every track.
+//! reconnect or a cluster topology change) to keep this node's
+//! reachability flag, refreshes the node's presence heartbeat and its list
+//! of nodes whose heartbeat is out of date, and after an outage, a
+//! reconnect, a failover or a resharding resubscribes the watched
+//! sessions' channels and resyncs every track.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface, SortedSetsInterface};
+use fred::util::group_by_hash_slot;
 
 use super::delivery::resync_all;
 use super::node::Shared;
@@ -15,16 +18,27 @@ use crate::ids::now_ms;
 /// Watches Redis' health, refreshes this node's heartbeat, and resyncs
 /// every session after an outage or a reconnect.
 pub(super) async fn monitor(weak: Weak<Shared>) {
-    let Some(mut reconnects) = weak.upgrade().map(|s| s.subscriber.reconnect_rx()) else {
+    let Some((mut reconnects, mut moved, mut sub_moved)) = weak.upgrade().map(|s| {
+        (
+            s.subscriber.reconnect_rx(),
+            s.client.cluster_change_rx(),
+            s.subscriber.cluster_change_rx(),
+        )
+    }) else {
         return;
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heartbeat = Instant::now() - Duration::from_secs(3600);
     loop {
+        // A failover or resharding moves slots: the shard channels of
+        // those slots were dropped by their old owner and must be
+        // subscribed again where they live now.
         let reconnected = tokio::select! {
             _ = tick.tick() => false,
             r = reconnects.recv() => r.is_ok(),
+            r = moved.recv() => r.is_ok(),
+            r = sub_moved.recv() => r.is_ok(),
         };
         let Some(shared) = weak.upgrade() else { return };
         let ok = shared.client.ping::<String>(None).await.is_ok();
@@ -35,16 +49,7 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
         if !was || reconnected {
             // Pub/sub may have missed messages, and subscriptions made
             // while Redis was away never happened.
-            let channels: Vec<String> = shared
-                .tracks
-                .iter()
-                .map(|t| shared.keys.channel(t.session))
-                .collect();
-            if !channels.is_empty()
-                && let Err(e) = shared.subscriber.subscribe(channels).await
-            {
-                tracing::warn!(error = %e, "resubscribe failed");
-            }
+            resubscribe(&shared).await;
             resync_all(&shared);
         }
         let every = Duration::from_secs(shared.cfg.presence_ttl_s / 3);
@@ -64,5 +69,49 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
                 last_heartbeat = Instant::now();
             }
         }
+        refresh_dead_nodes(&shared).await;
+    }
+}
+
+/// Subscribes again to every watched session's channel, one SSUBSCRIBE
+/// per hash slot (a cluster refuses channels of several slots in one).
+async fn resubscribe(shared: &Shared) {
+    let channels: Vec<String> = shared
+        .tracks
+        .iter()
+        .map(|t| shared.keys.channel(t.session))
+        .collect();
+    let groups = match group_by_hash_slot(channels) {
+        Ok(groups) => groups,
+        Err(e) => {
+            tracing::warn!(error = %e, "resubscribe failed");
+            return;
+        }
+    };
+    for (_, channels) in groups {
+        if let Err(e) = shared.subscriber.ssubscribe(Vec::from(channels)).await {
+            tracing::warn!(error = %e, "resubscribe failed; retried after the next reconnect");
+        }
+    }
+}
+
+/// Reads which nodes' heartbeats are out of date. The shared counters
+/// drop those nodes' connection slots as they meet them (a slot hash and
+/// the heartbeats live in different cluster slots, so no script can read
+/// both).
+async fn refresh_dead_nodes(shared: &Shared) {
+    let deadline = now_ms().saturating_sub(shared.cfg.presence_ttl_s * 1000);
+    let dead: Result<Vec<String>, _> = shared
+        .client
+        .zrangebyscore(
+            shared.keys.heartbeats(),
+            "-inf",
+            deadline as f64,
+            false,
+            None,
+        )
+        .await;
+    if let Ok(dead) = dead {
+        *shared.dead_nodes.write() = dead;
     }
 }

@@ -35,13 +35,21 @@
 //! is older than `redis.presence_ttl_s` are counted out by whichever node
 //! notices first (one script, so once).
 //!
-//! Keys (`eva` is `redis.prefix`; seed 000 §3):
-//! `eva:session:{id}:position` (epoch, seq), `:stream`, `:checkpoint`,
+//! **One Redis or a Redis Cluster.** The same layout and scripts run on
+//! both (docs/CLUSTER.md). Every key of a session, and its channel, carry
+//! the hash tag `{<session id>}`, so a session lives in one slot; its
+//! events travel on a shard channel (SPUBLISH/SSUBSCRIBE), which reaches
+//! only the nodes subscribed to it on that shard. fred follows MOVED/ASK
+//! and the topology after a failover; the health monitor subscribes the
+//! channels again and resyncs the tracks when slots move.
+//!
+//! Keys (`eva` is `redis.prefix`; seed 000 §3; the braces are literal):
+//! `eva:session:{<id>}:position` (epoch, seq), `:stream`, `:checkpoint`,
 //! `:state`, `:metrics`, `:context` (JSON views with TTLs), `:presence`,
-//! `:presence:{node}`, channel `eva:session:{id}:events`,
+//! `:presence:<node>`, channel `eva:session:{<id>}:events`,
 //! `eva:ws:sessions` (live sessions), `eva:ws:nodes` (heartbeats),
-//! `eva:ws:node:{node}:sessions`; the shared abuse-limit counters add
-//! `eva:limits:slots:…`, `eva:ws:node:{node}:slots` and
+//! `eva:ws:node:{<node>}:sessions`; the shared abuse-limit counters add
+//! `eva:limits:slots:…`, `eva:ws:node:{<node>}:slots` and
 //! `eva:ratelimit:…`. `scripts.rs` builds all of them.
 //!
 //! **Files**, each using only those listed before it:
@@ -66,7 +74,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use crate::broker::redis::conn::Reachability;
@@ -137,6 +145,7 @@ impl RedisBroker {
             up: Reachability::connected(),
             resync: tx,
             forgotten: Mutex::new(Vec::new()),
+            dead_nodes: Arc::new(RwLock::new(Vec::new())),
         });
         m::redis_up(true);
         // A node restarted under its old name must not inherit the members
@@ -222,7 +231,7 @@ impl Broker for RedisBroker {
             s.client.clone(),
             s.keys.clone(),
             s.node.clone(),
-            s.cfg.presence_ttl_s,
+            s.dead_nodes.clone(),
             s.up.clone(),
             limits,
         )))

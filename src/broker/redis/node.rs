@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use fred::clients::{Client, SubscriberClient};
 use fred::types::Value;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use super::conn::{Reachability, Script, is_connection_error};
@@ -35,6 +35,9 @@ pub(super) struct Shared {
     pub(super) resync: mpsc::UnboundedSender<SessionId>,
     /// Members of this node's previous life, counted out at start.
     pub(super) forgotten: Mutex<Vec<(SessionId, String)>>,
+    /// Nodes whose heartbeat is out of date, as the health monitor last
+    /// read them; shared with the abuse limits' counters.
+    pub(super) dead_nodes: Arc<RwLock<Vec<String>>>,
 }
 
 impl Shared {
@@ -54,20 +57,23 @@ impl Shared {
         self.up.set_up(up, &self.node)
     }
 
+    /// A failed command's error; a lost connection also marks Redis down.
+    pub(super) fn lost(&self, e: fred::error::Error) -> BrokerError {
+        if is_connection_error(&e) {
+            self.set_up(false);
+        }
+        unavailable(e)
+    }
+
     pub(super) async fn run(
         &self,
         script: &Script,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, BrokerError> {
-        match script.run(&self.client, keys, args).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.set_up(false);
-                }
-                Err(unavailable(e))
-            }
-        }
+        script
+            .run(&self.client, keys, args)
+            .await
+            .map_err(|e| self.lost(e))
     }
 }

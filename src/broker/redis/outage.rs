@@ -15,7 +15,7 @@ use super::node::Shared;
 use super::reply::{array, int};
 use super::scripts::SCRIPTS;
 use super::track::{LocalRun, Track, TrackState};
-use super::wire::encode;
+use super::wire::{encode, print};
 use crate::broker::{BrokerError, Condition};
 use crate::ids::Epoch;
 use crate::metrics as m;
@@ -32,11 +32,28 @@ impl Shared {
                 epoch: st.epoch,
                 seq: st.delivered,
             };
+            tracing::warn!(session = %track.session, "sequencing on this node alone until Redis answers");
+            self.start_run(track, st, since, "outage");
+        }
+        st.local.as_mut().expect("set above")
+    }
+
+    /// Moves the track to a fresh epoch for a run of its own, to be
+    /// offered to Redis in place of the shared stream as it stood at
+    /// `since`. Its clients get a discontinuity.
+    pub(super) fn start_run(
+        &self,
+        track: &Track,
+        st: &mut TrackState,
+        since: StreamPosition,
+        reason: &'static str,
+    ) {
+        {
             let epoch = Epoch::random();
             st.epoch = epoch;
             st.pending.clear();
-            m::redis_stream_reset("outage");
-            tracing::warn!(session = %track.session, %epoch, "sequencing on this node alone until Redis answers");
+            st.forget_prints();
+            m::redis_stream_reset(reason);
             if let Some(h) = self.handler() {
                 h.on_stream_reset(
                     track.session,
@@ -53,7 +70,6 @@ impl Shared {
                 presence: HashMap::new(),
             });
         }
-        st.local.as_mut().expect("set above")
     }
 
     /// Sequences on this node alone (Redis unreachable), as the memory
@@ -67,6 +83,7 @@ impl Shared {
         condition: Condition,
     ) -> Result<Arc<Published>, BrokerError> {
         let payload = encode(ts, &event, &origin)?;
+        let mine = print(&payload);
         let mut st = track.state.lock();
         self.go_alone(track, &mut st);
         if let Condition::SeqIs(expected) = condition
@@ -85,7 +102,7 @@ impl Shared {
             }
             run.events.push_back((seq, payload));
         }
-        self.deliver(&mut st, p.clone());
+        self.deliver(&mut st, (p.clone(), mine));
         Ok(p)
     }
 
@@ -131,7 +148,6 @@ impl Shared {
                 Value::Bytes(cp.replica.into()),
                 (self.cfg.stream_ttl_s as i64).into(),
                 (self.cfg.stream_maxlen as i64).into(),
-                self.keys.channel(track.session).into(),
             ];
             for (seq, payload) in events.into_iter().filter(|(s, _)| *s <= at.seq) {
                 args.push((seq as i64).into());
@@ -144,6 +160,7 @@ impl Shared {
                         self.keys.position(track.session),
                         self.keys.stream(track.session),
                         self.keys.checkpoint(track.session),
+                        self.keys.channel(track.session),
                     ],
                     args,
                 )

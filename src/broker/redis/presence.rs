@@ -1,14 +1,17 @@
 //! Presence and checkpoints. Connections are counted per member and per
-//! node (one PRESENCE script, which also keeps this node's heartbeat and
-//! session set); while a session runs on this node alone its changes are
-//! counted in the outage run and into Redis at the hand-over. Reaping
-//! counts out the members of nodes whose heartbeat is older than
-//! `redis.presence_ttl_s` (one REAP script, so once), and at start those of
-//! this node's previous life. Checkpoints of replicas, with the session's
+//! node (one PRESENCE script in the session's slot, after the session is
+//! recorded in this node's session set); while a session runs on this
+//! node alone its changes are counted in the outage run and into Redis at
+//! the hand-over. Reaping counts out the members of nodes whose heartbeat
+//! is older than `redis.presence_ttl_s`, and at start those of this node's
+//! previous life: per session one REAP script, which takes the dead
+//! node's count away in the same step, so several nodes reaping at once
+//! count each member out once, and a reaper that dies half-way leaves the
+//! rest for the next. Checkpoints of replicas, with the session's
 //! JSON views, let a node that starts watching a live session restore the
 //! latest one and apply the stream after it.
 
-use fred::prelude::HashesInterface;
+use fred::prelude::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
 
 use super::node::Shared;
@@ -28,22 +31,20 @@ impl Shared {
         member: &str,
         delta: i64,
     ) -> Result<i64, BrokerError> {
+        // Recorded first: a reaper finds every count this node holds.
+        let _: i64 = self
+            .client
+            .sadd(self.keys.node_sessions(&self.node), session.to_string())
+            .await
+            .map_err(|e| self.lost(e))?;
         let v = self
             .run(
                 &SCRIPTS.presence,
                 vec![
                     self.keys.presence(session),
                     self.keys.presence_on(session, &self.node),
-                    self.keys.node_sessions(&self.node),
-                    self.keys.heartbeats(),
                 ],
-                vec![
-                    member.into(),
-                    delta.into(),
-                    session.to_string().into(),
-                    self.node.clone().into(),
-                    (now_ms() as i64).into(),
-                ],
+                vec![member.into(), delta.into()],
             )
             .await?;
         int(&v).ok_or_else(|| unavailable("malformed presence reply"))
@@ -91,24 +92,69 @@ impl Shared {
         Ok(gone)
     }
 
-    /// Counts out the members of dead nodes (and of `forget`).
+    /// Counts out the members of dead nodes (and of `forget`): per dead
+    /// node, frees its connection slots, counts its members out of each of
+    /// its sessions, then forgets the node. Every step can run again, so
+    /// nodes that reap at once, or one that stops half-way, leave no count
+    /// wrong.
     async fn reap(&self, forget: Option<&str>) -> Result<Vec<(SessionId, String)>, BrokerError> {
         let deadline = now_ms().saturating_sub(self.cfg.presence_ttl_s * 1000);
-        let mut args: Vec<Value> = vec![
-            self.keys.prefix().to_owned().into(),
-            (deadline as i64).into(),
-        ];
+        let mut dead: Vec<String> = self
+            .client
+            .zrangebyscore(self.keys.heartbeats(), "-inf", deadline as f64, false, None)
+            .await
+            .map_err(|e| self.lost(e))?;
         if let Some(node) = forget {
-            args.push(node.to_owned().into());
+            dead.push(node.to_owned());
         }
-        let v = self
-            .run(&SCRIPTS.reap, vec![self.keys.heartbeats()], args)
-            .await?;
-        let flat: Vec<String> = array(v).iter().filter_map(text).collect();
-        Ok(flat
-            .chunks_exact(2)
-            .filter_map(|pair| Some((pair[0].parse().ok()?, pair[1].clone())))
-            .collect())
+        let mut out = Vec::new();
+        for node in dead {
+            let slots = self.keys.node_slots(&node);
+            let held: Vec<String> = self
+                .client
+                .smembers(&slots)
+                .await
+                .map_err(|e| self.lost(e))?;
+            for hash in held {
+                let _: i64 = self
+                    .client
+                    .hdel(hash, &node)
+                    .await
+                    .map_err(|e| self.lost(e))?;
+            }
+            let _: i64 = self.client.del(&slots).await.map_err(|e| self.lost(e))?;
+            let set = self.keys.node_sessions(&node);
+            let sessions: Vec<String> =
+                self.client.smembers(&set).await.map_err(|e| self.lost(e))?;
+            for sid in sessions {
+                let Ok(session) = sid.parse::<SessionId>() else {
+                    continue;
+                };
+                let v = self
+                    .run(
+                        &SCRIPTS.reap,
+                        vec![
+                            self.keys.presence(session),
+                            self.keys.presence_on(session, &node),
+                        ],
+                        vec![],
+                    )
+                    .await?;
+                out.extend(
+                    array(v)
+                        .iter()
+                        .filter_map(text)
+                        .map(|member| (session, member)),
+                );
+            }
+            let _: i64 = self.client.del(&set).await.map_err(|e| self.lost(e))?;
+            let _: i64 = self
+                .client
+                .zrem(self.keys.heartbeats(), node.as_str())
+                .await
+                .map_err(|e| self.lost(e))?;
+        }
+        Ok(out)
     }
 
     /// Stores `cp` and the session's JSON views if `cp` is newer than the

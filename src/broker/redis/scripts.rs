@@ -1,18 +1,24 @@
 //! The sequencing scripts and the key layout they work on: every Lua
 //! source the Redis broker and its shared counters run, each with its KEYS
 //! and ARGV, the one static set of [`Script`]s (each loads once per
-//! process and again after a Redis restart), and [`Keys`], which builds
-//! every key and channel name. Key names and the scripts that use them sit
-//! together so the layout can change in one place: Redis Cluster needs
-//! every key a script touches passed in KEYS and sharing a hash tag (today
-//! REAP builds the keys of dead nodes from the prefix inside Lua).
+//! process and again after a Redis restart or failover), and [`Keys`],
+//! which builds every key and channel name.
+//!
+//! The layout works on one Redis and on a Redis Cluster alike (see
+//! docs/CLUSTER.md). Every script touches only keys it is given in KEYS,
+//! and all of them share one hash tag: a session's keys and channel carry
+//! `{<session id>}`, so they live in one slot and its events are
+//! sequenced, stored and published by one shard. Work that spans sessions
+//! or nodes (presence bookkeeping per node, counting out a dead node's
+//! members, connection slots) is a sequence of single-slot steps, each
+//! idempotent, driven from Rust.
 
 use super::conn::Script;
 use crate::counters::{RateKey, SlotKey};
 use crate::ids::SessionId;
 
-/// KEYS: position, stream. ARGV: expected seq (-1: any), payload,
-/// maxlen, ttl, candidate epoch, channel.
+/// KEYS: position, stream, channel. ARGV: expected seq (-1: any),
+/// payload, maxlen, ttl, candidate epoch.
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = 0
@@ -31,7 +37,7 @@ redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'e', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[6], 'E ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[2])
+redis.call('SPUBLISH', KEYS[3], 'E ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[2])
 return {1, seq, epoch}
 "#;
 
@@ -50,18 +56,22 @@ return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
 
 /// KEYS: position, stream. ARGV: after, limit.
 /// Returns {epoch, top, entries} or {epoch, top, -1} when trimmed, or {}
-/// when the stream does not exist.
+/// when the stream does not exist. The entries begin with the one
+/// numbered `after` while the stream still holds it, so the reader can
+/// check it is the event it had (a failover can lose writes).
 const HISTORY: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {} end
 local top = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local after = tonumber(ARGV[1])
-if after >= top then return {epoch, top, {}} end
+if after > top then return {epoch, top, {}} end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local first_seq = top + 1
 if #first > 0 then first_seq = tonumber(string.match(first[1][1], '^(%d+)')) end
 if after + 1 < first_seq then return {epoch, top, -1} end
-return {epoch, top, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+', 'COUNT', ARGV[2])}
+local from, count = after, tonumber(ARGV[2]) + 1
+if after < 1 then from, count = 1, count - 1 end
+return {epoch, top, redis.call('XRANGE', KEYS[2], from .. '-0', '+', 'COUNT', count)}
 "#;
 
 /// KEYS: position, checkpoint, state, metrics, context. ARGV: epoch, seq,
@@ -80,8 +90,8 @@ return 1
 "#;
 
 /// Hands a run sequenced on one node during an outage over to Redis.
-/// KEYS: position, stream, checkpoint. ARGV: since epoch, since seq, new
-/// epoch, new seq, replica, ttl, maxlen, channel, then (seq, payload)
+/// KEYS: position, stream, checkpoint, channel. ARGV: since epoch, since
+/// seq, new epoch, new seq, replica, ttl, maxlen, then (seq, payload)
 /// pairs. Returns {1} or {0, epoch, seq} when the stream moved on.
 const ADOPT: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -94,23 +104,22 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'seq', ARGV[4])
 local top = 0
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #last > 0 then top = tonumber(string.match(last[1][1], '^(%d+)')) end
-for i = 9, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if tonumber(ARGV[i]) > top then
     redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[7], ARGV[i] .. '-1', 'e', ARGV[i + 1])
   end
 end
 redis.call('HSET', KEYS[3], 'epoch', ARGV[3], 'seq', ARGV[4], 'data', ARGV[5])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-redis.call('PUBLISH', ARGV[8], 'R ' .. ARGV[3] .. ' ' .. ARGV[4])
+redis.call('SPUBLISH', KEYS[4], 'R ' .. ARGV[3] .. ' ' .. ARGV[4])
 return {1}
 "#;
 
-/// KEYS: total, this node's hash, this node's session set, heartbeats.
-/// ARGV: member (or '' for none), delta, session, node, now ms.
-/// Returns the member's total after the change.
+/// KEYS: total, this node's count. ARGV: member, delta.
+/// Returns the member's total after the change, or -1 when this node held
+/// none to take away. (The caller first records the session in this
+/// node's session set, so a reaper always finds the count.)
 const PRESENCE: &str = r#"
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[3])
 local delta = tonumber(ARGV[2])
 local here = redis.call('HINCRBY', KEYS[2], ARGV[1], delta)
 if here <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
@@ -120,51 +129,36 @@ if total <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return total
 "#;
 
-/// KEYS: heartbeats. ARGV: prefix, deadline ms, and optionally a node to
-/// forget whatever its heartbeat (this node, restarted under its old
-/// name). Counts out every member of every node whose heartbeat is older
-/// than the deadline, frees its connection slots, and returns the
-/// (session, member) pairs whose total reached zero.
+/// Counts a dead node's members out of one session. KEYS: total, the dead
+/// node's count. Returns the members whose total reached zero. Idempotent:
+/// the node's count goes in the same step, so reapers racing over the same
+/// node count each member out once.
 const REAP: &str = r#"
 local out = {}
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if ARGV[3] then table.insert(dead, ARGV[3]) end
-for _, node in ipairs(dead) do
-  local slots = ARGV[1] .. ':ws:node:' .. node .. ':slots'
-  for _, key in ipairs(redis.call('SMEMBERS', slots)) do redis.call('HDEL', key, node) end
-  redis.call('DEL', slots)
-  local set = ARGV[1] .. ':ws:node:' .. node .. ':sessions'
-  for _, sid in ipairs(redis.call('SMEMBERS', set)) do
-    local total = ARGV[1] .. ':session:' .. sid .. ':presence'
-    local here = total .. ':' .. node
-    local members = redis.call('HGETALL', here)
-    for i = 1, #members, 2 do
-      local left = redis.call('HINCRBY', total, members[i], -tonumber(members[i + 1]))
-      if left <= 0 then
-        redis.call('HDEL', total, members[i])
-        table.insert(out, sid)
-        table.insert(out, members[i])
-      end
-    end
-    redis.call('DEL', here)
+local members = redis.call('HGETALL', KEYS[2])
+for i = 1, #members, 2 do
+  local left = redis.call('HINCRBY', KEYS[1], members[i], -tonumber(members[i + 1]))
+  if left <= 0 then
+    redis.call('HDEL', KEYS[1], members[i])
+    table.insert(out, members[i])
   end
-  redis.call('DEL', set)
-  redis.call('ZREM', KEYS[1], node)
 end
+redis.call('DEL', KEYS[2])
 return out
 "#;
 
 // The shared counters' scripts (counters.rs).
 
-/// KEYS: slot hash, heartbeats, this node's slot set. ARGV: node, limit,
-/// deadline ms, ttl.
+/// KEYS: slot hash. ARGV: node, limit, ttl, then the nodes whose
+/// heartbeat is out of date (their slots no longer count and go).
 const ACQUIRE: &str = r#"
+local dead = {}
+for i = 4, #ARGV do dead[ARGV[i]] = true end
 local held = redis.call('HGETALL', KEYS[1])
 local total = 0
 for i = 1, #held, 2 do
   local node = held[i]
-  local beat = redis.call('ZSCORE', KEYS[2], node)
-  if node == ARGV[1] or (beat and tonumber(beat) > tonumber(ARGV[3])) then
+  if node == ARGV[1] or not dead[node] then
     total = total + tonumber(held[i + 1])
   else
     redis.call('HDEL', KEYS[1], node)
@@ -172,8 +166,7 @@ for i = 1, #held, 2 do
 end
 if total >= tonumber(ARGV[2]) then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[3], KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
@@ -209,22 +202,35 @@ pub(super) static SCRIPTS: Scripts = Scripts {
     hit: Script::new(HIT),
 };
 
-/// Key and channel names under `redis.prefix` (seed 000 §3).
+/// Key and channel names under `redis.prefix` (seed 000 §3). A session's
+/// keys and channel share the hash tag `{<session id>}`, a node's keys
+/// `{<node>}`; see docs/CLUSTER.md for the whole layout.
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
     prefix: String,
 }
 
+/// The parts of a session's keys, in the order [`Keys::session_keys`]
+/// lists them.
+const SESSION_PARTS: [&str; 7] = [
+    "position",
+    "stream",
+    "checkpoint",
+    "state",
+    "metrics",
+    "context",
+    "presence",
+];
+
 impl Keys {
     pub(super) fn new(prefix: String) -> Keys {
         Keys { prefix }
     }
-    /// `redis.prefix`; REAP derives the keys of dead nodes from it.
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
     }
     fn session(&self, id: SessionId, part: &str) -> String {
-        format!("{}:session:{id}:{part}", self.prefix)
+        format!("{}:session:{{{id}}}:{part}", self.prefix)
     }
     pub(super) fn position(&self, id: SessionId) -> String {
         self.session(id, "position")
@@ -244,6 +250,8 @@ impl Keys {
     pub(super) fn context(&self, id: SessionId) -> String {
         self.session(id, "context")
     }
+    /// The session's shard channel (SPUBLISH/SSUBSCRIBE): it hashes to the
+    /// slot of the session's keys, so only that shard carries it.
     pub(super) fn channel(&self, id: SessionId) -> String {
         self.session(id, "events")
     }
@@ -254,28 +262,22 @@ impl Keys {
         format!("{}:{node}", self.presence(id))
     }
     /// The keys to drop when a session is gone for good: its stream,
-    /// checkpoint, views and presence, and `node`'s presence count.
+    /// checkpoint, views and presence, and `node`'s presence count (one
+    /// slot, so one DEL).
     pub(super) fn session_keys(&self, id: SessionId, node: &str) -> Vec<String> {
-        [
-            "position",
-            "stream",
-            "checkpoint",
-            "state",
-            "metrics",
-            "context",
-            "presence",
-        ]
-        .iter()
-        .map(|part| self.session(id, part))
-        .chain([self.presence_on(id, node)])
-        .collect()
+        SESSION_PARTS
+            .iter()
+            .map(|part| self.session(id, part))
+            .chain([self.presence_on(id, node)])
+            .collect()
     }
+    /// The sessions `node` counts presence in.
     pub(super) fn node_sessions(&self, node: &str) -> String {
-        format!("{}:ws:node:{node}:sessions", self.prefix)
+        format!("{}:ws:node:{{{node}}}:sessions", self.prefix)
     }
     /// The slot hashes `node` holds a slot in.
     pub(super) fn node_slots(&self, node: &str) -> String {
-        format!("{}:ws:node:{node}:slots", self.prefix)
+        format!("{}:ws:node:{{{node}}}:slots", self.prefix)
     }
     pub(super) fn heartbeats(&self) -> String {
         format!("{}:ws:nodes", self.prefix)
@@ -302,8 +304,8 @@ impl Keys {
     pub(super) fn session_of(&self, channel: &str) -> Option<SessionId> {
         channel
             .strip_prefix(&self.prefix)?
-            .strip_prefix(":session:")?
-            .strip_suffix(":events")?
+            .strip_prefix(":session:{")?
+            .strip_suffix("}:events")?
             .parse()
             .ok()
     }
@@ -321,5 +323,37 @@ mod tests {
         let id = SessionId::new();
         assert_eq!(keys.session_of(&keys.channel(id)), Some(id));
         assert_eq!(keys.session_of("other:session:x:events"), None);
+        // The old single-server layout (no hash tag) is not read.
+        assert_eq!(keys.session_of(&format!("eva-t:session:{id}:events")), None);
+    }
+
+    /// Redis Cluster hashes only what is inside the first `{…}` of a key.
+    fn hash_tag(key: &str) -> &str {
+        let Some(open) = key.find('{') else {
+            return key;
+        };
+        match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        }
+    }
+
+    #[test]
+    fn a_session_s_keys_and_channel_share_one_hash_tag() {
+        let keys = Keys::new("eva".into());
+        let id = SessionId::new();
+        let tag = id.to_string();
+        let mut all = keys.session_keys(id, "node-1");
+        all.push(keys.channel(id));
+        for key in &all {
+            assert_eq!(hash_tag(key), tag, "{key}");
+        }
+        assert_eq!(
+            keys.state(id),
+            format!("eva:session:{{{id}}}:state"),
+            "seed 000 §3's name"
+        );
+        assert_eq!(hash_tag(&keys.node_sessions("n1")), "n1");
+        assert_eq!(hash_tag(&keys.node_slots("n1")), "n1");
     }
 }

@@ -13,12 +13,22 @@ use super::conn::is_connection_error;
 use super::node::Shared;
 use super::reply::{array, entries, epoch_of, int, unavailable};
 use super::scripts::SCRIPTS;
-use super::wire::{decode, encode};
+use super::wire::{decode, encode, print};
 use crate::broker::{BrokerError, Condition, HistoryPage};
 use crate::ids::{Epoch, Seq, SessionId};
 use crate::metrics as m;
 use crate::protocol::model::{Event, StreamPosition};
 use crate::stream::{Origin, Published};
+
+/// A read of a session's stream.
+pub(super) struct Page {
+    /// The stream's epoch and last number.
+    pub(super) position: StreamPosition,
+    /// The payload numbered `after`, while the stream holds it.
+    pub(super) at: Option<String>,
+    /// (seq, payload) after `after`, in order.
+    pub(super) events: Vec<(Seq, String)>,
+}
 
 impl Shared {
     /// Appends `event` to the session's stream if `condition` holds: one
@@ -39,6 +49,7 @@ impl Shared {
             return self.publish_alone(t, event, origin, ts, condition);
         }
         let payload = encode(ts, &event, &origin)?;
+        let mine = print(&payload);
         let expected = match condition {
             Condition::Always => -1,
             Condition::SeqIs(seq) => seq as i64,
@@ -48,14 +59,17 @@ impl Shared {
             .publish
             .run(
                 &self.client,
-                vec![self.keys.position(session), self.keys.stream(session)],
+                vec![
+                    self.keys.position(session),
+                    self.keys.stream(session),
+                    self.keys.channel(session),
+                ],
                 vec![
                     expected.into(),
                     payload.into(),
                     (self.cfg.stream_maxlen as i64).into(),
                     (self.cfg.stream_ttl_s as i64).into(),
                     Epoch::random().to_string().into(),
-                    self.keys.channel(session).into(),
                 ],
             )
             .await;
@@ -96,7 +110,22 @@ impl Shared {
         }
         let p = Arc::new(Published::new(session, seq, ts, event, origin));
         if let Some(t) = &track {
-            self.offer(t, epoch, p.clone());
+            let reused = {
+                let st = t.state.lock();
+                st.epoch == epoch && st.local.is_none() && st.conflicts(seq, mine)
+            };
+            if reused {
+                // Redis gave out a number this node delivered for another
+                // event: it lost writes in a failover. This event may not
+                // survive the new epoch the resync starts, so it is not
+                // reported as published; the caller's retry lands there.
+                let mut st = t.state.lock();
+                self.queue_resync(t, &mut st);
+                return Err(unavailable(
+                    "the session's stream lost events in a Redis failover; retry",
+                ));
+            }
+            self.offer(t, epoch, p.clone(), mine);
             self.wait_delivered(t, epoch, seq).await;
         }
         Ok(p)
@@ -144,7 +173,7 @@ impl Shared {
         session: SessionId,
         after: Seq,
         limit: usize,
-    ) -> Result<Option<(StreamPosition, Vec<(Seq, String)>)>, BrokerError> {
+    ) -> Result<Option<Page>, BrokerError> {
         let v = self
             .run(
                 &SCRIPTS.history,
@@ -163,7 +192,16 @@ impl Shared {
         if int(&rest) == Some(-1) {
             return Err(BrokerError::Trimmed { after });
         }
-        Ok(Some((position, entries(rest))))
+        let mut events = entries(rest);
+        let at = match events.first() {
+            Some((seq, _)) if *seq == after => Some(events.remove(0).1),
+            _ => None,
+        };
+        Ok(Some(Page {
+            position,
+            at,
+            events,
+        }))
     }
 
     /// A page of decoded events after `after`.
@@ -173,7 +211,10 @@ impl Shared {
         after: Seq,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        let Some((position, events)) = self.read(session, after, limit).await? else {
+        let Some(Page {
+            position, events, ..
+        }) = self.read(session, after, limit).await?
+        else {
             return Err(BrokerError::Trimmed { after });
         };
         let events = events

@@ -1,7 +1,9 @@
 //! A watched session's track: the per-session ordering state behind
 //! in-order delivery. It records the epoch and last `seq` delivered to the
 //! hub, the publications that arrived early and wait for a gap to fill,
-//! and, while Redis is away, the run this node sequences alone. Plain
+//! the prints of the latest events delivered (to tell a duplicate from a
+//! different event under the same number, after Redis lost writes), and,
+//! while Redis is away, the run this node sequences alone. Plain
 //! state under one lock, with no Redis in it: `delivery.rs` and
 //! `outage.rs` drive it.
 
@@ -26,11 +28,20 @@ pub(super) struct LocalRun {
     pub(super) presence: HashMap<String, i64>,
 }
 
+/// How many of the latest delivered events' prints a track keeps.
+const PRINTS: usize = 64;
+
+/// A publication as the track holds it: the event and the print of the
+/// payload it travelled as (`wire::print`).
+pub(super) type Entry = (Arc<Published>, u64);
+
 #[derive(Debug)]
 pub(super) struct TrackState {
     pub(super) epoch: Epoch,
     pub(super) delivered: Seq,
-    pub(super) pending: BTreeMap<Seq, Arc<Published>>,
+    pub(super) pending: BTreeMap<Seq, Entry>,
+    /// (seq, print) of recently delivered events, by `seq % PRINTS`.
+    prints: [(Seq, u64); PRINTS],
     pub(super) local: Option<LocalRun>,
     pub(super) resync_queued: bool,
 }
@@ -42,6 +53,26 @@ pub(super) struct Track {
     pub(super) delivered: Notify,
 }
 
+impl TrackState {
+    /// Notes that the event `seq` travelled with `print`.
+    pub(super) fn record(&mut self, seq: Seq, print: u64) {
+        self.prints[(seq % PRINTS as Seq) as usize] = (seq, print);
+    }
+
+    /// Whether a delivered event numbered `seq` had another print than
+    /// `print`: Redis handed the number out twice (it lost the first
+    /// one in a failover). Unknown numbers are not a conflict.
+    pub(super) fn conflicts(&self, seq: Seq, print: u64) -> bool {
+        let (at, had) = self.prints[(seq % PRINTS as Seq) as usize];
+        at == seq && seq != 0 && had != print
+    }
+
+    /// Forgets the prints (the replica was reset).
+    pub(super) fn forget_prints(&mut self) {
+        self.prints = [(0, 0); PRINTS];
+    }
+}
+
 impl Track {
     /// A track that has delivered up to `from`.
     pub(super) fn new(session: SessionId, from: StreamPosition) -> Track {
@@ -51,6 +82,7 @@ impl Track {
                 epoch: from.epoch,
                 delivered: from.seq,
                 pending: BTreeMap::new(),
+                prints: [(0, 0); PRINTS],
                 local: None,
                 resync_queued: false,
             }),

@@ -35,6 +35,15 @@ pub(super) fn encode(ts: u64, event: &Event, origin: &Origin) -> Result<String, 
         .map_err(|e| BrokerError::Unavailable(format!("cannot encode event: {e}")))
 }
 
+/// A fingerprint of a payload, to tell two different events given one
+/// number apart (the payload holds the acceptance time, the event and its
+/// origin, so equal prints mean the same event for every purpose).
+pub(super) fn print(payload: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(payload)
+}
+
 pub(super) fn decode(session: SessionId, seq: Seq, payload: &str) -> Option<Arc<Published>> {
     match serde_json::from_str::<Wire>(payload) {
         Ok(w) => Some(Arc::new(Published::new(
