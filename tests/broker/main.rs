@@ -6,8 +6,8 @@
 //! (`EVA_TEST_REDIS_CLUSTER`, or a private cluster of 3 masters and 3
 //! replicas); a fresh key prefix per test.
 //! The tests that need several nodes or Redis itself run on Redis only,
-//! on one server and on the cluster; killing a master and resharding
-//! under load are in `cluster_faults.rs`, each on a cluster of its own.
+//! on one server and on the cluster; `cluster_faults.rs` loads the
+//! cluster with sessions on every master.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,8 @@ const HISTORY: usize = 100;
 
 #[path = "../common/services.rs"]
 mod services;
+
+mod cluster_faults;
 
 fn redis_url() -> String {
     services::redis_url()
@@ -70,6 +72,9 @@ async fn redis_broker(cfg: &RedisSettings) -> Arc<RedisBroker> {
 struct Recorder {
     seen: Mutex<Vec<(SessionId, Seq, String)>>,
     resets: Mutex<Vec<(SessionId, StreamPosition, bool)>>,
+    /// Deliveries and resets in the order they came: (session, seq,
+    /// whether it was a reset to that seq).
+    timeline: Mutex<Vec<(SessionId, Seq, bool)>>,
 }
 
 impl BrokerHandler for Recorder {
@@ -78,6 +83,7 @@ impl BrokerHandler for Recorder {
             Event::Custom { name, .. } => name.clone(),
             other => format!("{other:?}"),
         };
+        self.timeline.lock().push((p.session, p.seq, false));
         self.seen.lock().push((p.session, p.seq, name));
     }
 
@@ -87,6 +93,7 @@ impl BrokerHandler for Recorder {
         position: StreamPosition,
         replica: Option<Vec<u8>>,
     ) {
+        self.timeline.lock().push((session, position.seq, true));
         self.resets
             .lock()
             .push((session, position, replica.is_some()));

@@ -536,16 +536,20 @@ impl PrivateCluster {
             .collect()
     }
 
-    /// Waits until every live node reports `cluster_state:ok` and the
-    /// masters with slots cover all 16384.
+    /// Waits until every live node reports `cluster_state:ok` (the
+    /// masters with slots cover all 16384) and every live replica's link to
+    /// its master is up.
     pub fn wait_ok(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             let live: Vec<u16> = self.ports.iter().copied().filter(|p| ping(*p)).collect();
             let ok = !live.is_empty()
                 && live.iter().all(|p| {
+                    let replication = self.cli(*p, &["info", "replication"]);
                     self.cli(*p, &["cluster", "info"])
                         .contains("cluster_state:ok")
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"))
                 });
             if ok {
                 return;
@@ -561,6 +565,50 @@ impl PrivateCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Moves `slots` hash slots from the first master to the second with
+    /// `redis-cli --cluster reshard` (keys migrate while clients use them).
+    pub fn reshard(&self, slots: usize) {
+        let masters = self.masters();
+        let id = |port: u16| self.cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from, to) = (id(masters[0]), id(masters[1]));
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_ok(Duration::from_secs(30));
+    }
+
+    /// Waits until the killed master on `port` is marked failed, a replica
+    /// serves its slots and the cluster is ok again.
+    pub fn wait_failover(&self, port: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.masters().contains(&port) || self.masters().len() < 3 {
+            if Instant::now() > deadline {
+                let live = self
+                    .ports
+                    .iter()
+                    .copied()
+                    .find(|p| ping(*p))
+                    .unwrap_or(port);
+                panic!(
+                    "no replica took the place of the master on {port}: {}",
+                    self.cli(live, &["cluster", "nodes"])
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_ok(deadline.saturating_duration_since(Instant::now()));
     }
 
     /// Kills the node on `port` outright (SIGKILL), as a crash.

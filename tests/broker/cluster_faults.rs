@@ -1,0 +1,191 @@
+//! The Redis broker on a Redis Cluster under load: sessions spread over
+//! every master. Three broker nodes publish to every session at once;
+//! each node's deliveries must stay gap-free (between the resets that
+//! announce a discontinuity), and when the load stops every node must hold
+//! one history per session: the same position and the same events.
+//! (`PrivateCluster` can kill a master or reshard for fault tests, which
+//! start a cluster of their own.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use eva_hub::broker::redis::RedisBroker;
+use eva_hub::broker::{Broker, Condition};
+use eva_hub::config::RedisSettings;
+use eva_hub::ids::{Seq, SessionId};
+use eva_hub::stream::Origin;
+
+use super::services;
+use super::{Recorder, event, nodes, settings_for, watched};
+
+/// Publishes to every session from every node until stopped; counts the
+/// publishes that succeeded.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (b, _))| {
+                let (b, sessions) = (b.clone(), sessions.to_vec());
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut k = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for s in &sessions {
+                            let name = format!("n{i}-{k}");
+                            match b
+                                .publish(*s, event(&name), Origin::hub(), 1, Condition::Always)
+                                .await
+                            {
+                                Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                        k += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("publisher");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A cluster-wide setup: 3 broker nodes on `cfg`, `n` sessions watched
+/// by all of them.
+async fn setup(
+    cfg: &RedisSettings,
+    n: usize,
+) -> (Vec<(Arc<RedisBroker>, Arc<Recorder>)>, Vec<SessionId>) {
+    let nodes = nodes(3, cfg).await;
+    let sessions: Vec<SessionId> = (0..n).map(|_| SessionId::new()).collect();
+    for s in &sessions {
+        for (b, _) in &nodes {
+            watched(b.as_ref(), *s).await;
+        }
+    }
+    (nodes, sessions)
+}
+
+/// Every node delivered each session's events without a gap or a
+/// duplicate, except across a reset (a discontinuity its clients hear
+/// of); once quiet, all nodes agree on each session's position and on
+/// the events delivered since the last reset any of them saw.
+async fn assert_one_history(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) {
+    for s in sessions {
+        // Wait for the nodes to settle on one position.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let top = loop {
+            let mut positions = Vec::new();
+            for (b, rec) in nodes {
+                let pos = b.position(*s).await.expect("position");
+                let last = rec
+                    .timeline
+                    .lock()
+                    .iter()
+                    .rev()
+                    .find(|(x, _, _)| x == s)
+                    .map(|(_, seq, _)| *seq)
+                    .unwrap_or(0);
+                positions.push((pos, last));
+            }
+            let first = positions[0].0;
+            if positions
+                .iter()
+                .all(|(p, last)| *p == first && *last == first.seq)
+            {
+                break first.seq;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {s}: the nodes did not settle on one position: {positions:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut since_reset: Vec<Vec<(Seq, String)>> = Vec::new();
+        let mut last_reset: Seq = 0;
+        for (i, (_, rec)) in nodes.iter().enumerate() {
+            let mut expected_next: Seq = 1;
+            for (x, seq, reset) in rec.timeline.lock().iter() {
+                if x != s {
+                    continue;
+                }
+                if *reset {
+                    expected_next = seq + 1;
+                    last_reset = last_reset.max(*seq);
+                } else {
+                    assert_eq!(
+                        *seq, expected_next,
+                        "session {s}, node {i}: a gap or duplicate without a discontinuity"
+                    );
+                    expected_next = seq + 1;
+                }
+            }
+            since_reset.push(rec.names(*s));
+        }
+        let tail = |names: &Vec<(Seq, String)>| -> Vec<(Seq, String)> {
+            names
+                .iter()
+                .filter(|(q, _)| *q > last_reset)
+                .cloned()
+                .collect()
+        };
+        let reference = tail(&since_reset[0]);
+        for (i, names) in since_reset.iter().enumerate() {
+            assert_eq!(
+                tail(names),
+                reference,
+                "session {s}, node {i}: the same events as node 0 up to {top}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_every_master_keep_one_order_across_nodes() {
+    let cluster = services::shared_cluster();
+    let mut cfg = settings_for(services::redis_cluster_url());
+    cfg.stream_maxlen = 10_000;
+    let (nodes, sessions) = setup(&cfg, 24).await;
+    let load = Load::start(&nodes, &sessions);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 0 && failed == 0, "{ok} published, {failed} failed");
+    // The sessions' keys are spread over every master.
+    let pattern = format!("{}:session:*", cfg.prefix);
+    for master in cluster.masters() {
+        let keys = cluster.cli(master, &["--scan", "--pattern", &pattern]);
+        assert!(
+            keys.lines().count() > 0,
+            "master {master} holds none of the sessions' keys"
+        );
+    }
+    assert_one_history(&nodes, &sessions).await;
+}
