@@ -1,10 +1,11 @@
 //! The Redis broker on a Redis Cluster under load: sessions spread over
-//! every master. Three broker nodes publish to every session at once;
-//! each node's deliveries must stay gap-free (between the resets that
-//! announce a discontinuity), and when the load stops every node must hold
-//! one history per session: the same position and the same events.
-//! (`PrivateCluster` can kill a master or reshard for fault tests, which
-//! start a cluster of their own.)
+//! every master, a master killed (its replica promoted), a slot range
+//! resharded. Three broker nodes publish to every session at once; each
+//! node's deliveries must stay gap-free (between the resets that announce
+//! a discontinuity), and when the load stops every node must hold one
+//! history per session: the same position and the same events.
+//!
+//! The fault tests start a cluster of their own, since they damage it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use eva_hub::config::RedisSettings;
 use eva_hub::ids::{Seq, SessionId};
 use eva_hub::stream::Origin;
 
-use super::services;
+use super::services::{self, PrivateCluster};
 use super::{Recorder, event, nodes, settings_for, watched};
 
 /// Publishes to every session from every node until stopped; counts the
@@ -85,6 +86,9 @@ async fn setup(
     n: usize,
 ) -> (Vec<(Arc<RedisBroker>, Arc<Recorder>)>, Vec<SessionId>) {
     let nodes = nodes(3, cfg).await;
+    for (_, rec) in &nodes {
+        rec.keeps_replicas.store(true, Ordering::Relaxed);
+    }
     let sessions: Vec<SessionId> = (0..n).map(|_| SessionId::new()).collect();
     for s in &sessions {
         for (b, _) in &nodes {
@@ -129,41 +133,38 @@ async fn assert_one_history(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], session
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let mut since_reset: Vec<Vec<(Seq, String)>> = Vec::new();
-        let mut last_reset: Seq = 0;
+        // Per node, the events delivered since its last reset.
+        let mut since_reset: Vec<std::collections::BTreeMap<Seq, String>> = Vec::new();
         for (i, (_, rec)) in nodes.iter().enumerate() {
             let mut expected_next: Seq = 1;
-            for (x, seq, reset) in rec.timeline.lock().iter() {
+            let mut mine = std::collections::BTreeMap::new();
+            for (x, seq, name) in rec.timeline.lock().iter() {
                 if x != s {
                     continue;
                 }
-                if *reset {
-                    expected_next = seq + 1;
-                    last_reset = last_reset.max(*seq);
-                } else {
+                match name {
+                    None => mine.clear(),
+                    Some(name) => {
+                        assert_eq!(
+                            *seq, expected_next,
+                            "session {s}, node {i}: a gap or duplicate without a discontinuity"
+                        );
+                        mine.insert(*seq, name.clone());
+                    }
+                }
+                expected_next = seq + 1;
+            }
+            since_reset.push(mine);
+        }
+        for (i, mine) in since_reset.iter().enumerate().skip(1) {
+            for (seq, name) in mine {
+                if let Some(other) = since_reset[0].get(seq) {
                     assert_eq!(
-                        *seq, expected_next,
-                        "session {s}, node {i}: a gap or duplicate without a discontinuity"
+                        name, other,
+                        "session {s}, node {i}: event {seq} differs from node 0's (top {top})"
                     );
-                    expected_next = seq + 1;
                 }
             }
-            since_reset.push(rec.names(*s));
-        }
-        let tail = |names: &Vec<(Seq, String)>| -> Vec<(Seq, String)> {
-            names
-                .iter()
-                .filter(|(q, _)| *q > last_reset)
-                .cloned()
-                .collect()
-        };
-        let reference = tail(&since_reset[0]);
-        for (i, names) in since_reset.iter().enumerate() {
-            assert_eq!(
-                tail(names),
-                reference,
-                "session {s}, node {i}: the same events as node 0 up to {top}"
-            );
         }
     }
 }
@@ -186,6 +187,66 @@ async fn sessions_on_every_master_keep_one_order_across_nodes() {
             keys.lines().count() > 0,
             "master {master} holds none of the sessions' keys"
         );
+    }
+    assert_one_history(&nodes, &sessions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_master_under_load_keeps_one_history_per_session() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
+        .with_test_writer()
+        .try_init();
+    let cluster = Arc::new(PrivateCluster::start(3));
+    let mut cfg = settings_for(cluster.url());
+    cfg.stream_maxlen = 10_000;
+    let (nodes, sessions) = setup(&cfg, 12).await;
+    let load = Load::start(&nodes, &sessions);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = cluster.masters()[0];
+    cluster.kill(victim);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.wait_failover(victim, Duration::from_secs(30)))
+        .await
+        .expect("a replica takes the killed master's place");
+    // Load goes on after the failover, so the hubs must recover alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ok, failed) = load.stop().await;
+    eprintln!("failover under load: {ok} publishes succeeded, {failed} failed");
+    assert_one_history(&nodes, &sessions).await;
+    // And the session goes on: a publish on each node lands everywhere.
+    for s in &sessions {
+        for (b, _) in &nodes {
+            super::publish(b.as_ref(), *s, "after").await;
+        }
+    }
+    assert_one_history(&nodes, &sessions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("eva_hub=info")
+        .with_test_writer()
+        .try_init();
+    let cluster = Arc::new(PrivateCluster::start(3));
+    let mut cfg = settings_for(cluster.url());
+    cfg.stream_maxlen = 10_000;
+    let (nodes, sessions) = setup(&cfg, 12).await;
+    let load = Load::start(&nodes, &sessions);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.reshard(4000))
+        .await
+        .expect("reshard");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed) = load.stop().await;
+    eprintln!("resharding under load: {ok} publishes succeeded, {failed} failed");
+    assert_one_history(&nodes, &sessions).await;
+    for s in &sessions {
+        for (b, _) in &nodes {
+            super::publish(b.as_ref(), *s, "after").await;
+        }
     }
     assert_one_history(&nodes, &sessions).await;
 }

@@ -72,9 +72,12 @@ async fn redis_broker(cfg: &RedisSettings) -> Arc<RedisBroker> {
 struct Recorder {
     seen: Mutex<Vec<(SessionId, Seq, String)>>,
     resets: Mutex<Vec<(SessionId, StreamPosition, bool)>>,
-    /// Deliveries and resets in the order they came: (session, seq,
-    /// whether it was a reset to that seq).
-    timeline: Mutex<Vec<(SessionId, Seq, bool)>>,
+    /// Deliveries and resets in the order they came: (session, seq, the
+    /// event's name, or `None` for a reset to that seq).
+    timeline: Mutex<Vec<(SessionId, Seq, Option<String>)>>,
+    /// Whether it offers checkpoints, as the hub does (a node hands a run
+    /// it sequenced alone over with its checkpoint).
+    keeps_replicas: std::sync::atomic::AtomicBool,
 }
 
 impl BrokerHandler for Recorder {
@@ -83,7 +86,9 @@ impl BrokerHandler for Recorder {
             Event::Custom { name, .. } => name.clone(),
             other => format!("{other:?}"),
         };
-        self.timeline.lock().push((p.session, p.seq, false));
+        self.timeline
+            .lock()
+            .push((p.session, p.seq, Some(name.clone())));
         self.seen.lock().push((p.session, p.seq, name));
     }
 
@@ -93,14 +98,30 @@ impl BrokerHandler for Recorder {
         position: StreamPosition,
         replica: Option<Vec<u8>>,
     ) {
-        self.timeline.lock().push((session, position.seq, true));
+        self.timeline.lock().push((session, position.seq, None));
         self.resets
             .lock()
             .push((session, position, replica.is_some()));
     }
 
-    fn checkpoint(&self, _session: SessionId) -> Option<Checkpoint> {
-        None
+    fn checkpoint(&self, session: SessionId) -> Option<Checkpoint> {
+        if !self
+            .keeps_replicas
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let seq = self.seqs(session).last().copied().unwrap_or(0);
+        Some(Checkpoint {
+            position: StreamPosition {
+                epoch: eva_hub::ids::Epoch::random(),
+                seq,
+            },
+            replica: b"replica".to_vec(),
+            state: "{}".into(),
+            metrics: None,
+            context: "{}".into(),
+        })
     }
 }
 

@@ -49,6 +49,11 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
         if !was || reconnected {
             // Pub/sub may have missed messages, and subscriptions made
             // while Redis was away never happened.
+            // Resync first: a subscription to a shard that is still
+            // failing over can take a command timeout per slot, and the
+            // sessions' hand-overs must not wait for it. The resync after
+            // the subscriptions catches what was published in between.
+            resync_all(&shared);
             resubscribe(&shared).await;
             resync_all(&shared);
         }
@@ -88,9 +93,16 @@ async fn resubscribe(shared: &Shared) {
             return;
         }
     };
+    let timeout = shared.cfg.command_timeout();
     for (_, channels) in groups {
-        if let Err(e) = shared.subscriber.ssubscribe(Vec::from(channels)).await {
-            tracing::warn!(error = %e, "resubscribe failed; retried after the next reconnect");
+        let subscribed =
+            tokio::time::timeout(timeout, shared.subscriber.ssubscribe(Vec::from(channels))).await;
+        match subscribed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "resubscribe failed; retried after the next reconnect");
+            }
+            Err(_) => tracing::warn!("resubscribe timed out; retried after the next reconnect"),
         }
     }
 }
