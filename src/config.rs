@@ -142,6 +142,11 @@ pub struct RedisSettings {
     /// How long a gap in pub/sub delivery waits for the missing messages
     /// before the node refills it from the stream.
     pub gap_wait_ms: u64,
+    /// Replicas of the session's master that must hold an event before its
+    /// publish returns (`WAIT`); 0 does not wait.
+    pub wait_replicas: u32,
+    /// How long a publish waits for them.
+    pub wait_timeout_ms: u64,
 }
 
 impl RedisSettings {
@@ -460,6 +465,14 @@ impl Settings {
         let r = &self.redis;
         if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {
             return fail("redis.prefix must be a non-empty word");
+        }
+        if r.prefix.contains(['{', '}']) {
+            // A brace would become the hash tag of every key, putting the
+            // whole deployment in one cluster slot.
+            return fail("redis.prefix must not contain braces");
+        }
+        if r.wait_replicas > 0 && r.wait_timeout_ms == 0 {
+            return fail("redis.wait_timeout_ms must be positive when redis.wait_replicas is set");
         }
         if r.presence_ttl_s < 3 {
             return fail("redis.presence_ttl_s must be at least 3");

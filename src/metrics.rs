@@ -407,6 +407,12 @@ pub fn redis_publish(took: Duration) {
     H.redis_publish.record(took.as_secs_f64());
 }
 
+/// Publishes whose `WAIT` (`redis.wait_replicas`) timed out with fewer
+/// replicas holding the event than asked: a failover now could lose it.
+pub fn redis_wait_short() {
+    counter!("eva_redis_wait_short_total").increment(1);
+}
+
 /// Pub/sub messages the node's buffer dropped; each gap is refilled from
 /// the session's stream.
 pub fn redis_pubsub_dropped(n: u64) {

@@ -683,3 +683,60 @@ async fn a_restarted_node_counts_its_old_members_out(cfg: RedisSettings) {
         "and can join afresh"
     );
 }
+
+/// `redis.wait_replicas`: a publish returns once a replica holds the event
+/// (a `WAIT` after each publish). On the cluster every master has a
+/// replica; a single Redis has none, so each WAIT runs out its timeout and
+/// the publish still succeeds.
+#[tokio::test]
+async fn publishes_can_wait_for_a_replica() {
+    for (kind, mut cfg) in redis_kinds() {
+        cfg.wait_replicas = 1;
+        cfg.wait_timeout_ms = 20;
+        let b = redis_broker(&cfg).await;
+        let rec = Arc::new(Recorder::default());
+        b.attach(rec.clone());
+        let s = SessionId::new();
+        watched(b.as_ref(), s).await;
+        let waits_before = wait_calls(&cfg).await;
+        for i in 0..20 {
+            let p = publish(b.as_ref(), s, &format!("e{i}")).await;
+            assert_eq!(p.seq, i + 1, "{kind}");
+        }
+        assert_eq!(rec.seqs(s).len(), 20, "{kind}");
+        assert!(
+            wait_calls(&cfg).await >= waits_before + 20,
+            "{kind}: one WAIT per publish"
+        );
+    }
+}
+
+/// How many WAIT commands the servers of `cfg` ran (INFO commandstats
+/// through redis-cli, summed over every server the URL names).
+async fn wait_calls(cfg: &RedisSettings) -> u64 {
+    let url = cfg.url.as_str().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let servers = url
+            .split(['/', '?', '&', '='])
+            .filter_map(|part| part.rsplit_once(':'))
+            .filter_map(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)));
+        let mut total = 0;
+        for (host, port) in servers {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-h", &host, "-p", &port.to_string(), "info", "commandstats"])
+                .output()
+                .expect("redis-cli");
+            let info = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_wait:")) {
+                total += line
+                    .split(['=', ','])
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    })
+    .await
+    .expect("wait_calls")
+}

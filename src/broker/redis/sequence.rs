@@ -7,7 +7,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fred::error::Error as RedisError;
+use fred::interfaces::ServerInterface;
+use fred::prelude::{ClientLike, Options};
 use fred::prelude::{KeysInterface, SetsInterface};
+use fred::types::{ClusterHash, Value};
+use fred::util::redis_keyslot;
 
 use super::conn::is_connection_error;
 use super::node::Shared;
@@ -73,6 +78,10 @@ impl Shared {
                 ],
             )
             .await;
+        let result = match result {
+            Ok(v) if self.cfg.wait_replicas > 0 => self.wait_replicas(session, v).await,
+            other => other,
+        };
         m::redis_publish(started.elapsed());
         let v = match result {
             Ok(v) => array(v),
@@ -129,6 +138,34 @@ impl Shared {
             self.wait_delivered(t, epoch, seq).await;
         }
         Ok(p)
+    }
+
+    /// `WAIT`s until `redis.wait_replicas` replicas of the session's master
+    /// hold what this node wrote there (the publish script's reply `v`),
+    /// or `redis.wait_timeout_ms` passed. A short count is counted, not an
+    /// error: the event is sequenced and other nodes may have delivered it.
+    async fn wait_replicas(&self, session: SessionId, v: Value) -> Result<Value, RedisError> {
+        let sequenced = matches!(&v, Value::Array(a) if a.first().and_then(int) == Some(1));
+        if !sequenced {
+            return Ok(v);
+        }
+        // WAIT counts this connection's writes on one server: the master
+        // of the session's slot, where the script ran.
+        let slot = redis_keyslot(self.keys.position(session).as_bytes());
+        let options = Options {
+            cluster_hash: Some(ClusterHash::Custom(slot)),
+            ..Options::default()
+        };
+        let want = i64::from(self.cfg.wait_replicas);
+        let acked: i64 = self
+            .client
+            .with_options(&options)
+            .wait(want, self.cfg.wait_timeout_ms as i64)
+            .await?;
+        if acked < want {
+            m::redis_wait_short();
+        }
+        Ok(v)
     }
 
     /// The stream's position as the hub sees it: this node's own while it
