@@ -8,6 +8,8 @@
 //! database (tests/common/pg.rs). Tests that disturb Redis (kill its
 //! pub/sub clients, kill it) use a `redis-server` of their own; the others
 //! share one: `EVA_TEST_REDIS`, or the binary's private one.
+//! `cross_node_order_on_a_redis_cluster` runs the ordering test through a
+//! Redis Cluster (`EVA_TEST_REDIS_CLUSTER`, or a private one).
 //! Nothing skips: without Redis, redis-server or PostgreSQL the tests
 //! fail and say what to start. Tests run one at a time (they start up to
 //! three hubs each and measure timings), each within a deadline; a failing
@@ -63,6 +65,7 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         }};
     }
     t!(cross_node_order);
+    t!(cross_node_order_on_a_redis_cluster);
     t!(resume_on_other_node);
     t!(pubsub_client_kill);
     t!(redis_restart);
@@ -490,6 +493,17 @@ async fn cross_node_order(ctx: Ctx) {
     ordered_traffic(&ctx.book, &nodes, None).await;
     drop(nodes);
     cluster.clean_redis().await;
+}
+
+/// The same traffic through a Redis Cluster (3 masters, 3 replicas, the
+/// binary's private one or `EVA_TEST_REDIS_CLUSTER`): the session's keys
+/// and channel live on one shard, its events reach the other nodes by
+/// sharded pub/sub.
+async fn cross_node_order_on_a_redis_cluster(ctx: Ctx) {
+    let url = common::services::redis_cluster_url();
+    let cluster = Cluster::new(&ctx, url);
+    let nodes = cluster.start(&["A", "B", "C"]).await;
+    ordered_traffic(&ctx.book, &nodes, None).await;
 }
 
 async fn pubsub_client_kill(ctx: Ctx) {

@@ -43,6 +43,10 @@ pub(super) async fn connect(
         })
         .set_policy(ReconnectPolicy::new_constant(0, 250));
     let client = builder.build().map_err(unavailable)?;
+    // Subscribing twice is harmless, so the pub/sub client may resend: on
+    // a cluster a subscription can meet MOVED (a stale slot map, a
+    // resharding), and following it takes a second attempt.
+    builder.with_connection_config(|c| c.max_command_attempts = 3);
     let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
     client.init().await.map_err(unavailable)?;
     subscriber.init().await.map_err(unavailable)?;
