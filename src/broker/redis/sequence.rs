@@ -119,20 +119,18 @@ impl Shared {
         }
         let p = Arc::new(Published::new(session, seq, ts, event, origin));
         if let Some(t) = &track {
-            let reused = {
-                let st = t.state.lock();
-                st.epoch == epoch && st.local.is_none() && st.conflicts(seq, mine)
-            };
-            if reused {
-                // Redis gave out a number this node delivered for another
-                // event: it lost writes in a failover. This event may not
-                // survive the new epoch the resync starts, so it is not
-                // reported as published; the caller's retry lands there.
+            {
                 let mut st = t.state.lock();
-                self.queue_resync(t, &mut st);
-                return Err(unavailable(
-                    "the session's stream lost events in a Redis failover; retry",
-                ));
+                if st.epoch == epoch && st.local.is_none() && st.conflicts(seq, mine) {
+                    // Redis gave out a number this node delivered for another
+                    // event: it lost writes in a failover. This event may not
+                    // survive the new epoch the resync starts, so it is not
+                    // reported as published; the caller's retry lands there.
+                    self.queue_resync(t, &mut st);
+                    return Err(unavailable(
+                        "the session's stream lost events in a Redis failover; retry",
+                    ));
+                }
             }
             self.offer(t, epoch, p.clone(), mine);
             self.wait_delivered(t, epoch, seq).await;
