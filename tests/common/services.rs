@@ -337,7 +337,6 @@ impl SharedPrivateRedis {
         }
         let dir = scratch_dir("redis");
         let pidfile = dir.join("redis.pid");
-        let log = dir.join("redis.log");
         let stop = format!(
             "[ -f {pid} ] && kill -9 \"$(cat {pid})\"; rm -rf {dir}",
             pid = sh_quote(&pidfile.to_string_lossy()),
@@ -345,53 +344,15 @@ impl SharedPrivateRedis {
         );
         let guard = guard(&stop);
         let started = Instant::now();
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let status = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-                .arg("--pidfile")
-                .arg(&pidfile)
-                .arg("--logfile")
-                .arg(&log)
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
-            if !status.success() {
-                last = format!("redis-server exited with {status}: {}", tail(&log));
-                continue;
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                // A daemon that could not bind exits after writing its
-                // pid file.
-                let gone = std::fs::read_to_string(&pidfile)
-                    .is_ok_and(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists());
-                if gone {
-                    break;
-                }
-                if ping(port) {
-                    eprintln!(
-                        "private Redis on 127.0.0.1:{port}, ready in {:.1} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    return SharedPrivateRedis {
-                        port,
-                        _guard: Mutex::new(guard),
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            last = format!("redis-server did not answer PING: {}", tail(&log));
-            if let Ok(pid) = std::fs::read_to_string(&pidfile) {
-                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-                let _ = std::fs::remove_file(&pidfile);
-            }
+        let port = start_redis_daemon(&dir, &[]);
+        eprintln!(
+            "private Redis on 127.0.0.1:{port}, ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        SharedPrivateRedis {
+            port,
+            _guard: Mutex::new(guard),
         }
-        panic!("could not start a private redis-server: {last}");
     }
 
     pub fn url(&self) -> String {
@@ -422,7 +383,7 @@ pub fn redis_cluster_url() -> String {
 }
 
 /// The binary's private Redis Cluster, started on first use and shared by
-/// its tests (tests that kill or reshard nodes start their own).
+/// its tests (tests that kill nodes start their own).
 pub fn shared_cluster() -> &'static PrivateCluster {
     static CLUSTER: OnceLock<PrivateCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| PrivateCluster::start(3))
@@ -567,28 +528,6 @@ impl PrivateCluster {
         }
     }
 
-    /// Moves `slots` hash slots from the first master to the second with
-    /// `redis-cli --cluster reshard` (keys migrate while clients use them).
-    pub fn reshard(&self, slots: usize) {
-        let masters = self.masters();
-        let id = |port: u16| self.cli(port, &["cluster", "myid"]).trim().to_owned();
-        let (from, to) = (id(masters[0]), id(masters[1]));
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
-            .args(["--cluster-from", &from, "--cluster-to", &to])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster reshard failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.wait_ok(Duration::from_secs(30));
-    }
-
     /// Waits until the killed master on `port` is marked failed, a replica
     /// serves its slots and the cluster is ok again.
     pub fn wait_failover(&self, port: u16, within: Duration) {
@@ -643,26 +582,39 @@ impl Drop for PrivateCluster {
 /// cluster bus port both chosen free) and returns its client port.
 fn start_cluster_node(dir: &Path) -> u16 {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let bus = free_port().to_string();
+    start_redis_daemon(
+        dir,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus,
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-config-file",
+            "nodes.conf",
+            // Replicas sync at once, so a master killed early has a
+            // replica ready to take over.
+            "--repl-diskless-sync-delay",
+            "0",
+        ],
+    )
+}
+
+/// Starts a daemonized `redis-server` without persistence in `dir`
+/// (`redis.pid`, `redis.log`) on a free loopback port, with `extra`
+/// arguments, and returns the port once it answers PING. Retries on
+/// another port when the chosen one was taken in between.
+fn start_redis_daemon(dir: &Path, extra: &[&str]) -> u16 {
     let pidfile = dir.join("redis.pid");
     let log = dir.join("redis.log");
     let mut last = String::new();
     for _ in 0..5 {
         let port = free_port();
-        let bus = free_port();
         let status = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus.to_string(),
-            ])
-            .args([
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
             .arg("--pidfile")
             .arg(&pidfile)
@@ -679,6 +631,8 @@ fn start_cluster_node(dir: &Path) -> u16 {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            // A daemon that could not bind exits after writing its pid
+            // file.
             let gone = std::fs::read_to_string(&pidfile)
                 .is_ok_and(|pid| !Path::new(&format!("/proc/{}", pid.trim())).exists());
             if gone {
@@ -690,6 +644,13 @@ fn start_cluster_node(dir: &Path) -> u16 {
             std::thread::sleep(Duration::from_millis(20));
         }
         last = format!("redis-server did not answer PING: {}", tail(&log));
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            let _ = std::fs::remove_file(&pidfile);
+        }
     }
-    panic!("could not start a cluster node: {last}");
+    panic!(
+        "could not start a private redis-server in {}: {last}",
+        dir.display()
+    );
 }
