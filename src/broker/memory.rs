@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{Broker, BrokerError, BrokerHandler, Condition, HistoryPage};
+use super::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition, HistoryPage};
 use crate::ids::{Epoch, Seq, SessionId};
 use crate::protocol::model::{Event, StreamPosition};
 use crate::stream::{Origin, Published};
@@ -108,8 +108,34 @@ impl Broker for MemoryBroker {
         Ok(published)
     }
 
-    async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError> {
-        let stream = self.stream(session);
+    async fn position(&self, session: SessionId) -> Result<Option<StreamPosition>, BrokerError> {
+        Ok(self.streams.get(&session).map(|stream| {
+            let s = stream.lock();
+            StreamPosition {
+                epoch: s.epoch,
+                seq: s.seq,
+            }
+        }))
+    }
+
+    /// One process holds every replica, so the base needs no keeping: only
+    /// its position is taken.
+    async fn begin(
+        &self,
+        session: SessionId,
+        base: Checkpoint,
+    ) -> Result<StreamPosition, BrokerError> {
+        let stream = self
+            .streams
+            .entry(session)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Stream {
+                    epoch: base.position.epoch,
+                    seq: base.position.seq,
+                    ring: VecDeque::new(),
+                }))
+            })
+            .clone();
         let s = stream.lock();
         Ok(StreamPosition {
             epoch: s.epoch,

@@ -106,8 +106,8 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn attach(&self, handler: Arc<dyn BrokerHandler>);
 
     /// Appends `event` to the session's stream if `condition` holds, and
-    /// delivers it to every watching node. Creates the stream (with a new
-    /// epoch) if it does not exist.
+    /// delivers it to every watching node. Begins the stream (with a new
+    /// epoch, from the handler's checkpoint) if it does not exist.
     async fn publish(
         &self,
         session: SessionId,
@@ -117,9 +117,25 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         condition: Condition,
     ) -> Result<Arc<Published>, BrokerError>;
 
-    /// The stream's epoch and last seq; creates the stream if it does not
-    /// exist.
-    async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError>;
+    /// The stream's epoch and last seq, or `None` when the session has no
+    /// stream: it was never begun, or the broker lost it (Redis restarted
+    /// empty, or a failover lost it).
+    async fn position(&self, session: SessionId) -> Result<Option<StreamPosition>, BrokerError>;
+
+    /// Begins the session's stream at `base.position` (a fresh epoch), with
+    /// `base` as its first checkpoint, unless the session has a stream
+    /// already. Returns the stream's position either way: `base.position`
+    /// when this call began it.
+    ///
+    /// Every stream a node begins with a replica starts from that
+    /// replica's checkpoint, so every node that follows the stream builds
+    /// its replica from the same base plus the same events: two nodes
+    /// never carry on from different states under one epoch.
+    async fn begin(
+        &self,
+        session: SessionId,
+        base: Checkpoint,
+    ) -> Result<StreamPosition, BrokerError>;
 
     /// Events after `after`, oldest first, at most `limit`.
     async fn history(

@@ -17,7 +17,7 @@ use super::delivery;
 use super::replica::{Replica, ReplicaLimits, Seen, Session};
 use super::snapshot::ReplicaSnapshot;
 use crate::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition};
-use crate::ids::{SessionId, TenantId, now_ms};
+use crate::ids::{Epoch, SessionId, TenantId, now_ms};
 use crate::protocol::model::{Event, StreamPosition};
 use crate::store::{Page, SessionRecord, Store, StoreError};
 use crate::stream::{Origin, Published};
@@ -171,7 +171,14 @@ impl Sessions {
         if let Some(s) = self.get(record.id) {
             return Ok(s);
         }
-        let position = self.broker.position(record.id).await?;
+        let position = match self.broker.position(record.id).await? {
+            Some(position) => position,
+            None => match self.begin(&record).await? {
+                Ok(session) => return self.watch(session).await,
+                // Another node began it first: load from its base.
+                Err(position) => position,
+            },
+        };
         let restored = match self.broker.load_checkpoint(record.id).await? {
             Some((at, bytes)) if at.epoch == position.epoch && at.seq <= position.seq => {
                 match ReplicaSnapshot::decode(&bytes) {
@@ -210,14 +217,39 @@ impl Sessions {
                 s
             }
         };
-        let session = Arc::new(session);
-        let from = session.lock().position();
-        let session = match self.map.entry(record.id) {
-            dashmap::Entry::Occupied(o) => return Ok(o.get().clone()),
-            dashmap::Entry::Vacant(v) => v.insert(session).clone(),
+        self.watch(session).await
+    }
+
+    /// The session has no stream: builds its replica from the stored
+    /// record and begins the stream with that replica as its base, so
+    /// every node that loads the session (or follows the stream) starts
+    /// from the same state. `Err` carries the position of the stream
+    /// another node began first.
+    async fn begin(
+        &self,
+        record: &SessionRecord,
+    ) -> Result<Result<Session, StreamPosition>, SessionError> {
+        let at = StreamPosition {
+            epoch: Epoch::random(),
+            seq: 0,
         };
-        if let Err(e) = self.broker.watch(record.id, from).await {
-            self.map.remove(&record.id);
+        let session = Session::new(record, at, self.limits);
+        self.remember_stored_ids(&session).await;
+        let base = checkpoint_of(&session.lock());
+        let now = self.broker.begin(record.id, base).await?;
+        Ok(if now == at { Ok(session) } else { Err(now) })
+    }
+
+    /// Makes a loaded replica live here and follows its stream.
+    async fn watch(&self, session: Session) -> Result<Arc<Session>, SessionError> {
+        let id = session.id;
+        let from = session.lock().position();
+        let session = match self.map.entry(id) {
+            dashmap::Entry::Occupied(o) => return Ok(o.get().clone()),
+            dashmap::Entry::Vacant(v) => v.insert(Arc::new(session)).clone(),
+        };
+        if let Err(e) = self.broker.watch(id, from).await {
+            self.map.remove(&id);
             return Err(e.into());
         }
         Ok(session)

@@ -109,7 +109,11 @@ async fn assert_one_history(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], session
         let top = loop {
             let mut positions = Vec::new();
             for (b, rec) in nodes {
-                let pos = b.position(*s).await.expect("position");
+                let pos = b
+                    .position(*s)
+                    .await
+                    .expect("position")
+                    .expect("the stream exists after publishing");
                 let last = rec
                     .timeline
                     .lock()

@@ -169,6 +169,19 @@ async fn admin(cfg: &RedisSettings) -> fred::prelude::Client {
     admin
 }
 
+/// Deletes the session's stream behind the brokers' backs, as a Redis
+/// that restarted empty (or a failover that lost it) would.
+async fn lose_stream(cfg: &RedisSettings, s: SessionId) {
+    let admin = admin(cfg).await;
+    let keys: Vec<String> = ["position", "stream", "checkpoint"]
+        .iter()
+        .map(|part| format!("{}:session:{{{s}}}:{part}", cfg.prefix))
+        .collect();
+    let _: i64 = fred::prelude::KeysInterface::del(&admin, keys)
+        .await
+        .unwrap();
+}
+
 fn event(name: &str) -> Event {
     Event::Custom {
         name: name.into(),
@@ -184,8 +197,30 @@ async fn publish(b: &dyn Broker, s: SessionId, name: &str) -> Arc<Published> {
         .expect("publish")
 }
 
+/// A base checkpoint for a stream begun at a fresh epoch.
+fn base(replica: &[u8]) -> Checkpoint {
+    Checkpoint {
+        position: StreamPosition {
+            epoch: eva_hub::ids::Epoch::random(),
+            seq: 0,
+        },
+        replica: replica.to_vec(),
+        state: "{}".into(),
+        metrics: None,
+        context: "{}".into(),
+    }
+}
+
+/// The session's stream, begun as a node that loads it begins it.
+async fn stream_of(b: &dyn Broker, s: SessionId) -> StreamPosition {
+    match b.position(s).await.expect("position") {
+        Some(pos) => pos,
+        None => b.begin(s, base(b"base")).await.expect("begin"),
+    }
+}
+
 async fn watched(b: &dyn Broker, s: SessionId) -> StreamPosition {
-    let pos = b.position(s).await.expect("position");
+    let pos = stream_of(b, s).await;
     b.watch(s, pos).await.expect("watch");
     pos
 }
@@ -222,7 +257,7 @@ async fn publications_are_sequenced_from_one_and_delivered_in_order() {
         let seqs = rec.seqs(s);
         assert_eq!(seqs.len(), 50, "{name}: delivered before publish returned");
         assert!(consecutive(&seqs, 1), "{name}: {seqs:?}");
-        let pos = b.position(s).await.unwrap();
+        let pos = b.position(s).await.unwrap().expect("a stream");
         assert_eq!((pos.epoch, pos.seq), (start.epoch, 50), "{name}");
     }
 }
@@ -281,7 +316,7 @@ async fn history_returns_what_was_missed_until_it_is_trimmed() {
 async fn watching_from_a_position_delivers_what_followed_it() {
     for (name, b, rec) in brokers().await {
         let s = SessionId::new();
-        let start = b.position(s).await.unwrap();
+        let start = stream_of(b.as_ref(), s).await;
         // Published before this node watches (by another node, or before
         // the replica existed).
         for i in 0..5 {
@@ -374,6 +409,33 @@ async fn checkpoints_keep_the_newest_of_the_current_stream() {
         } else {
             assert!(loaded.is_none(), "{name}: keeps none");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_begins_once_from_its_base() {
+    for (name, b, _rec) in brokers().await {
+        let s = SessionId::new();
+        assert_eq!(b.position(s).await.unwrap(), None, "{name}: no stream yet");
+        let first = base(b"first");
+        let began = b.begin(s, first.clone()).await.unwrap();
+        assert_eq!(began, first.position, "{name}: begun at the base");
+        let second = b.begin(s, base(b"second")).await.unwrap();
+        assert_eq!(second, first.position, "{name}: the first begin stands");
+        assert_eq!(b.position(s).await.unwrap(), Some(first.position), "{name}");
+        let loaded = b.load_checkpoint(s).await.unwrap();
+        if b.wants_checkpoints() {
+            assert_eq!(
+                loaded,
+                Some((first.position, b"first".to_vec())),
+                "{name}: the base is the stream's first checkpoint"
+            );
+        }
+        b.watch(s, began).await.unwrap();
+        let p = publish(b.as_ref(), s, "e1").await;
+        assert_eq!(p.seq, 1, "{name}");
+        let pos = b.position(s).await.unwrap().expect("a stream");
+        assert_eq!((pos.epoch, pos.seq), (first.position.epoch, 1), "{name}");
     }
 }
 
@@ -475,14 +537,7 @@ async fn conditional_publish_follows_a_lost_stream(cfg: &RedisSettings) {
     for i in 0..3 {
         publish(b.as_ref(), s, &format!("e{i}")).await;
     }
-    let admin = admin(cfg).await;
-    let keys: Vec<String> = ["position", "stream", "checkpoint"]
-        .iter()
-        .map(|part| format!("{}:session:{{{s}}}:{part}", cfg.prefix))
-        .collect();
-    let _: i64 = fred::prelude::KeysInterface::del(&admin, keys)
-        .await
-        .unwrap();
+    lose_stream(cfg, s).await;
 
     let stale = b
         .publish(s, event("q"), Origin::hub(), 1, Condition::SeqIs(3))
@@ -504,10 +559,10 @@ async fn conditional_publish_follows_a_lost_stream(cfg: &RedisSettings) {
     assert_eq!(retried.seq, 1);
     assert_eq!(
         b.position(s).await.unwrap(),
-        StreamPosition {
+        Some(StreamPosition {
             epoch: at.epoch,
             seq: 1
-        }
+        })
     );
 }
 
@@ -739,4 +794,79 @@ async fn wait_calls(cfg: &RedisSettings) -> u64 {
     })
     .await
     .expect("wait_calls")
+}
+
+/// A handler that keeps a replica as the hub does: the names of the events
+/// it applied, restored from a checkpoint on a reset that carries one.
+#[derive(Default)]
+struct Folder {
+    applied: Mutex<Vec<String>>,
+}
+
+impl BrokerHandler for Folder {
+    fn on_publication(&self, p: Arc<Published>) {
+        if let Event::Custom { name, .. } = &p.event {
+            self.applied.lock().push(name.clone());
+        }
+    }
+
+    fn on_stream_reset(&self, _: SessionId, _: StreamPosition, replica: Option<Vec<u8>>) {
+        if let Some(bytes) = replica {
+            let text = String::from_utf8(bytes).expect("a replica this test wrote");
+            *self.applied.lock() = text.lines().map(str::to_owned).collect();
+        }
+    }
+
+    fn checkpoint(&self, _: SessionId) -> Option<Checkpoint> {
+        let mut cp = base(self.applied.lock().join("\n").as_bytes());
+        cp.position.seq = self.applied.lock().len() as Seq;
+        Some(cp)
+    }
+}
+
+/// Redis loses a session's stream while node A holds a replica of it. Node
+/// B then loads the session from the database (its replica knows none of
+/// A's events) and begins the stream again. A, following the new stream,
+/// must load B's base rather than carry on from its own state: two nodes
+/// never apply one stream to different states.
+#[tokio::test]
+async fn nodes_follow_a_stream_begun_again_from_its_base() {
+    for (kind, cfg) in redis_kinds() {
+        let (a, b) = (redis_broker(&cfg).await, redis_broker(&cfg).await);
+        let (fa, fb) = (Arc::new(Folder::default()), Arc::new(Folder::default()));
+        a.attach(fa.clone());
+        b.attach(fb.clone());
+        let s = SessionId::new();
+        watched(a.as_ref(), s).await;
+        for name in ["e1", "e2", "e3"] {
+            publish(a.as_ref(), s, name).await;
+        }
+        assert_eq!(fa.applied.lock().len(), 3, "{kind}");
+
+        lose_stream(&cfg, s).await;
+
+        // B loads the session as the hub does with no stream: it begins
+        // one from its replica.
+        assert_eq!(b.position(s).await.unwrap(), None, "{kind}: lost");
+        let began = b
+            .begin(s, fb.checkpoint(s).expect("a replica"))
+            .await
+            .unwrap();
+        b.watch(s, began).await.unwrap();
+
+        publish(a.as_ref(), s, "e4").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let settled = |f: &Folder| f.applied.lock().last().map(String::as_str) == Some("e4");
+        while !(settled(&fa) && settled(&fb)) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*fb.applied.lock(), vec!["e4".to_owned()], "{kind}: B");
+        assert_eq!(
+            *fa.applied.lock(),
+            *fb.applied.lock(),
+            "{kind}: A reloaded B's base instead of keeping its own state"
+        );
+        let pos = a.position(s).await.unwrap().expect("a stream");
+        assert_eq!((pos.epoch, pos.seq), (began.epoch, 1), "{kind}");
+    }
 }

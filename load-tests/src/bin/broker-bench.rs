@@ -105,6 +105,21 @@ impl BrokerHandler for Node {
     }
 }
 
+/// The base a node begins a session's stream with (the bench's nodes keep
+/// no replica).
+fn base() -> Checkpoint {
+    Checkpoint {
+        position: StreamPosition {
+            epoch: eva_hub::ids::Epoch::random(),
+            seq: 0,
+        },
+        replica: Vec::new(),
+        state: "{}".into(),
+        metrics: None,
+        context: "{}".into(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -151,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
     let sessions: Vec<SessionId> = (0..args.sessions).map(|_| SessionId::new()).collect();
     for s in &sessions {
         for (b, _) in &nodes {
-            let pos = b.position(*s).await?;
+            let pos = match b.position(*s).await? {
+                Some(pos) => pos,
+                None => b.begin(*s, base()).await?,
+            };
             b.watch(*s, pos).await?;
         }
     }

@@ -234,21 +234,30 @@ impl Shared {
         self.hand_over(track).await
     }
 
-    /// The shared stream is under another epoch than the track: Redis lost
-    /// it and a node started it again, or a node handed over a run. A
-    /// stream Redis lost and nobody started again is started here, under
-    /// a new epoch.
+    /// The shared stream is under another epoch than the track: a node
+    /// began it again after Redis lost it, or a node handed over a run.
+    /// Every stream begins with its base checkpoint, so the track reloads
+    /// from the stream's checkpoint, as every other node does. A stream
+    /// Redis lost and nobody began again is left for the next publish.
     pub(super) async fn follow_restart(&self, track: &Arc<Track>) -> Result<(), BrokerError> {
-        let position = self.position(track.session).await?;
+        let Some(position) = self.position(track.session).await? else {
+            return Ok(());
+        };
+        if track.position().epoch == position.epoch {
+            // Followed already (another publish got here first).
+            return Box::pin(self.sync(track)).await;
+        }
         match self.load_checkpoint(track.session).await? {
             Some((cp, _)) if cp.epoch == position.epoch => self.reload(track, "adopted").await,
             _ => {
-                // A fresh stream: this replica's state carries on and the
-                // new stream's events apply on top of it. Publishes that
-                // found the stream gone at the same moment all get here:
-                // the first resets the track, the others find it following
-                // the new stream already (a second reset would deliver
-                // that stream's first events twice).
+                // A stream with no checkpoint (begun by a node with no
+                // replica to give, or its checkpoint expired): this
+                // replica's state carries on and the new stream's events
+                // apply on top of it. Publishes that found the stream
+                // gone at the same moment all get here: the first resets
+                // the track, the others find it following the new stream
+                // already (a second reset would deliver that stream's
+                // first events twice).
                 {
                     let st = track.state.lock();
                     if st.epoch != position.epoch {
@@ -271,7 +280,10 @@ impl Shared {
         track: &Arc<Track>,
         reason: &'static str,
     ) -> Result<(), BrokerError> {
-        let position = self.position(track.session).await?;
+        let Some(position) = self.position(track.session).await? else {
+            // Gone again: the next publish begins it from this replica.
+            return Ok(());
+        };
         match self.load_checkpoint(track.session).await? {
             Some((cp, data)) if cp.epoch == position.epoch => {
                 self.reset(track, cp, Some(data), reason);
@@ -297,7 +309,7 @@ impl Shared {
         }
     }
 
-    fn reset(
+    pub(super) fn reset(
         &self,
         track: &Track,
         at: StreamPosition,

@@ -23,6 +23,13 @@
 //! (`redis.checkpoint_interval_ms`); a node that starts watching a live
 //! session restores the latest checkpoint and applies the stream after it.
 //!
+//! **Beginning a stream.** No script creates a stream as a side effect:
+//! a node begins one (the BEGIN script, or the hand-over after an outage)
+//! with its replica's checkpoint as the stream's base, atomically. Every
+//! node that follows a new stream (after Redis lost one, say) reloads from
+//! that base, so no two nodes carry on from different states under one
+//! epoch.
+//!
 //! **Outage.** When Redis does not answer, each session this node publishes
 //! to continues on the node alone under a fresh epoch (its clients get one
 //! discontinuity). When Redis answers again the node hands that run over:
@@ -64,7 +71,8 @@
 //! * `delivery.rs`: subscription, in-order delivery, gap refill, resync.
 //! * `outage.rs`: sequencing alone while Redis is away, and the hand-over.
 //! * `presence.rs`: presence counts, reaping, checkpoints.
-//! * `sequence.rs`: publish, position, history and removal of a stream.
+//! * `sequence.rs`: publish, beginning, position, history and removal of
+//!   a stream.
 //! * `health.rs`: the monitor task (ping, heartbeat, resync after reconnect).
 //! * `counters.rs`: the abuse limits' counters shared by all nodes.
 //! * `mod.rs` (here): [`RedisBroker`], its connect, and the [`Broker`]
@@ -188,8 +196,20 @@ impl Broker for RedisBroker {
             .await
     }
 
-    async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError> {
+    async fn position(&self, session: SessionId) -> Result<Option<StreamPosition>, BrokerError> {
         self.shared.current_position(session).await
+    }
+
+    async fn begin(
+        &self,
+        session: SessionId,
+        base: Checkpoint,
+    ) -> Result<StreamPosition, BrokerError> {
+        let (_, now) = self
+            .shared
+            .begin(session, base.position, Some(&base))
+            .await?;
+        Ok(now)
     }
 
     async fn history(

@@ -18,22 +18,20 @@ use crate::counters::{RateKey, SlotKey};
 use crate::ids::SessionId;
 
 /// KEYS: position, stream, channel. ARGV: expected seq (-1: any),
-/// payload, maxlen, ttl, candidate epoch.
+/// payload, maxlen, ttl. Returns {1, seq, epoch} when sequenced, {0, seq,
+/// epoch} when the condition failed, {2} when the session has no stream:
+/// a stream is only begun by BEGIN (or a hand-over), with its base
+/// checkpoint.
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local seq = 0
-if epoch then
-  seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
-else
-  epoch = ARGV[5]
-  redis.call('DEL', KEYS[2])
-end
+if not epoch then return {2} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local expected = tonumber(ARGV[1])
 if expected >= 0 and expected ~= seq then
   return {0, seq, epoch}
 end
 seq = seq + 1
-redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', seq)
+redis.call('HSET', KEYS[1], 'seq', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'e', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -41,17 +39,27 @@ redis.call('SPUBLISH', KEYS[3], 'E ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[2])
 return {1, seq, epoch}
 "#;
 
-/// KEYS: position, stream. ARGV: candidate epoch, ttl.
-const POSITION: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('DEL', KEYS[2])
-  return {epoch, 0}
+/// Begins a session's stream with its base checkpoint, unless it has one.
+/// KEYS: position, stream, checkpoint, state, metrics, context. ARGV:
+/// epoch, seq, ttl, whether a base follows (1 or 0), replica, state, state
+/// ttl, metrics ('' for none), metrics ttl, context, context ttl. Returns
+/// {1, epoch, seq} when begun, {0, epoch, seq} for the stream that exists.
+const BEGIN: &str = r#"
+local have = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if have[1] then return {0, have[1], tonumber(have[2])} end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[3], 'epoch', ARGV[1], 'seq', ARGV[2], 'data', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
+  if ARGV[8] ~= '' then redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[9]) end
+  redis.call('SET', KEYS[6], ARGV[10], 'EX', ARGV[11])
+else
+  redis.call('DEL', KEYS[3])
 end
-return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
+return {1, ARGV[1], tonumber(ARGV[2])}
 "#;
 
 /// KEYS: position, stream. ARGV: after, limit.
@@ -180,7 +188,7 @@ return -1
 
 pub(super) struct Scripts {
     pub(super) publish: Script,
-    pub(super) position: Script,
+    pub(super) begin: Script,
     pub(super) history: Script,
     pub(super) checkpoint: Script,
     pub(super) adopt: Script,
@@ -192,7 +200,7 @@ pub(super) struct Scripts {
 
 pub(super) static SCRIPTS: Scripts = Scripts {
     publish: Script::new(PUBLISH),
-    position: Script::new(POSITION),
+    begin: Script::new(BEGIN),
     history: Script::new(HISTORY),
     checkpoint: Script::new(CHECKPOINT),
     adopt: Script::new(ADOPT),

@@ -10,7 +10,7 @@ use std::time::Instant;
 use fred::error::Error as RedisError;
 use fred::interfaces::ServerInterface;
 use fred::prelude::{ClientLike, Options};
-use fred::prelude::{KeysInterface, SetsInterface};
+use fred::prelude::{HashesInterface, KeysInterface, SetsInterface};
 use fred::types::{ClusterHash, Value};
 use fred::util::redis_keyslot;
 
@@ -18,8 +18,9 @@ use super::conn::is_connection_error;
 use super::node::Shared;
 use super::reply::{array, entries, epoch_of, int, unavailable};
 use super::scripts::SCRIPTS;
+use super::track::Track;
 use super::wire::{decode, encode, print};
-use crate::broker::{BrokerError, Condition, HistoryPage};
+use crate::broker::{BrokerError, Checkpoint, Condition, HistoryPage};
 use crate::ids::{Epoch, Seq, SessionId};
 use crate::metrics as m;
 use crate::protocol::model::{Event, StreamPosition};
@@ -59,64 +60,59 @@ impl Shared {
             Condition::Always => -1,
             Condition::SeqIs(seq) => seq as i64,
         };
-        let started = Instant::now();
-        let result = SCRIPTS
-            .publish
-            .run(
-                &self.client,
-                vec![
-                    self.keys.position(session),
-                    self.keys.stream(session),
-                    self.keys.channel(session),
-                ],
-                vec![
-                    expected.into(),
-                    payload.into(),
-                    (self.cfg.stream_maxlen as i64).into(),
-                    (self.cfg.stream_ttl_s as i64).into(),
-                    Epoch::random().to_string().into(),
-                ],
-            )
-            .await;
-        let result = match result {
-            Ok(v) if self.cfg.wait_replicas > 0 => self.wait_replicas(session, v).await,
-            other => other,
-        };
-        m::redis_publish(started.elapsed());
-        let v = match result {
-            Ok(v) => array(v),
-            Err(e) if is_connection_error(&e) => {
-                self.set_up(false);
-                // The script may or may not have run; the hand-over after
-                // the outage settles it (see the module docs).
-                return match &track {
-                    Some(t) => self.publish_alone(t, event, origin, ts, condition),
-                    None => Err(unavailable(e)),
-                };
+        let mut began = false;
+        let (seq, epoch) = loop {
+            let v = match self.sequence(session, &payload, expected).await {
+                Ok(v) => array(v),
+                Err(e) if is_connection_error(&e) => {
+                    self.set_up(false);
+                    // The script may or may not have run; the hand-over
+                    // after the outage settles it (see the module docs).
+                    return match &track {
+                        Some(t) => self.publish_alone(t, event, origin, ts, condition),
+                        None => Err(unavailable(e)),
+                    };
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            let status = v.first().and_then(int);
+            if status == Some(2) {
+                // No stream: nobody published yet, or Redis lost it. Begin
+                // it from this node's replica (once), then publish there.
+                if began {
+                    return Err(unavailable("the session's stream vanished again; retry"));
+                }
+                began = true;
+                let at = self.begin_here(session, track.as_ref()).await?;
+                if let Condition::SeqIs(_) = condition {
+                    // The condition was checked against the stream before;
+                    // the caller re-validates against the one begun now.
+                    return Err(BrokerError::Conflict { current: at.seq });
+                }
+                continue;
             }
-            Err(e) => return Err(unavailable(e)),
-        };
-        let (Some(status), Some(seq), Some(epoch)) =
-            (v.first().and_then(int), v.get(1).and_then(int), v.get(2))
-        else {
-            return Err(unavailable("malformed publish reply"));
-        };
-        let seq = seq as Seq;
-        let epoch = epoch_of(epoch)?;
-        if status == 0 {
-            if let Some(t) = &track
-                && t.state.lock().epoch != epoch
-            {
-                // The condition named a stream Redis no longer has (it
-                // restarted empty, or another node began the stream
-                // again). No publication will tell the track while every
-                // publish is conditional, so follow the stream Redis has
-                // now: the replica is reset to its position and the
-                // caller's retry can meet its condition.
-                self.follow_restart(t).await?;
+            let (Some(status), Some(seq), Some(epoch)) = (status, v.get(1).and_then(int), v.get(2))
+            else {
+                return Err(unavailable("malformed publish reply"));
+            };
+            let seq = seq as Seq;
+            let epoch = epoch_of(epoch)?;
+            if status == 0 {
+                if let Some(t) = &track
+                    && t.state.lock().epoch != epoch
+                {
+                    // The condition named a stream Redis no longer has
+                    // (another node began it again). No publication will
+                    // tell the track while every publish is conditional,
+                    // so follow the stream Redis has now: the replica is
+                    // reset to it and the caller's retry can meet its
+                    // condition.
+                    self.follow_restart(t).await?;
+                }
+                return Err(BrokerError::Conflict { current: seq });
             }
-            return Err(BrokerError::Conflict { current: seq });
-        }
+            break (seq, epoch);
+        };
         let p = Arc::new(Published::new(session, seq, ts, event, origin));
         if let Some(t) = &track {
             {
@@ -136,6 +132,127 @@ impl Shared {
             self.wait_delivered(t, epoch, seq).await;
         }
         Ok(p)
+    }
+
+    /// One PUBLISH script (and the `WAIT` after it, when configured).
+    async fn sequence(
+        &self,
+        session: SessionId,
+        payload: &str,
+        expected: i64,
+    ) -> Result<Value, RedisError> {
+        let started = Instant::now();
+        let result = SCRIPTS
+            .publish
+            .run(
+                &self.client,
+                vec![
+                    self.keys.position(session),
+                    self.keys.stream(session),
+                    self.keys.channel(session),
+                ],
+                vec![
+                    expected.into(),
+                    payload.into(),
+                    (self.cfg.stream_maxlen as i64).into(),
+                    (self.cfg.stream_ttl_s as i64).into(),
+                ],
+            )
+            .await;
+        let result = match result {
+            Ok(v) if self.cfg.wait_replicas > 0 => self.wait_replicas(session, v).await,
+            other => other,
+        };
+        m::redis_publish(started.elapsed());
+        result
+    }
+
+    /// Begins the session's stream under a fresh epoch with this node's
+    /// replica as its base checkpoint, unless another node began it first;
+    /// the track (if this node watches the session) then follows whichever
+    /// stream Redis holds. Returns that stream's position.
+    pub(super) async fn begin_here(
+        &self,
+        session: SessionId,
+        track: Option<&Arc<Track>>,
+    ) -> Result<StreamPosition, BrokerError> {
+        let at = StreamPosition {
+            epoch: Epoch::random(),
+            seq: 0,
+        };
+        let base = self
+            .handler()
+            .and_then(|h| h.checkpoint(session))
+            .map(|cp| Checkpoint { position: at, ..cp });
+        let (began, now) = self.begin(session, at, base.as_ref()).await?;
+        if let Some(t) = track {
+            if began {
+                tracing::warn!(%session, epoch = %at.epoch, "the session's stream was gone; began it again from this node's replica");
+                // Exactly the base the other nodes will load.
+                self.reset(t, at, base.map(|b| b.replica), "restart");
+            } else {
+                self.follow_restart(t).await?;
+            }
+        }
+        Ok(now)
+    }
+
+    /// The BEGIN script: starts the stream at `at` with `base` (if any) as
+    /// its first checkpoint unless it exists. Returns whether it began it,
+    /// and the stream's position.
+    pub(super) async fn begin(
+        &self,
+        session: SessionId,
+        at: StreamPosition,
+        base: Option<&Checkpoint>,
+    ) -> Result<(bool, StreamPosition), BrokerError> {
+        let k = &self.keys;
+        let (replica, state, metrics, context) = match base {
+            Some(b) => (
+                Value::Bytes(b.replica.clone().into()),
+                b.state.clone(),
+                b.metrics.clone().unwrap_or_default(),
+                b.context.clone(),
+            ),
+            None => (Value::from(""), String::new(), String::new(), String::new()),
+        };
+        let v = self
+            .run(
+                &SCRIPTS.begin,
+                vec![
+                    k.position(session),
+                    k.stream(session),
+                    k.checkpoint(session),
+                    k.state(session),
+                    k.metrics(session),
+                    k.context(session),
+                ],
+                vec![
+                    at.epoch.to_string().into(),
+                    (at.seq as i64).into(),
+                    (self.cfg.stream_ttl_s as i64).into(),
+                    i64::from(base.is_some()).into(),
+                    replica,
+                    state.into(),
+                    (self.cfg.state_ttl_s as i64).into(),
+                    metrics.into(),
+                    (self.cfg.metrics_ttl_s as i64).into(),
+                    context.into(),
+                    (self.cfg.context_ttl_s as i64).into(),
+                ],
+            )
+            .await?;
+        let v = array(v);
+        let (Some(status), Some(epoch), Some(seq)) =
+            (v.first().and_then(int), v.get(1), v.get(2).and_then(int))
+        else {
+            return Err(unavailable("malformed begin reply"));
+        };
+        let now = StreamPosition {
+            epoch: epoch_of(epoch)?,
+            seq: seq as Seq,
+        };
+        Ok((status == 1, now))
     }
 
     /// `WAIT`s until `redis.wait_replicas` replicas of the session's master
@@ -167,38 +284,37 @@ impl Shared {
     }
 
     /// The stream's position as the hub sees it: this node's own while it
-    /// runs the session alone, else the shared stream's.
+    /// runs the session alone, else the shared stream's (`None`: there is
+    /// none).
     pub(super) async fn current_position(
         &self,
         session: SessionId,
-    ) -> Result<StreamPosition, BrokerError> {
+    ) -> Result<Option<StreamPosition>, BrokerError> {
         if let Some(t) = self.track(session)
             && (!self.is_up() || t.state.lock().local.is_some())
         {
-            return Ok(t.position());
+            return Ok(Some(t.position()));
         }
         self.position(session).await
     }
 
-    pub(super) async fn position(&self, session: SessionId) -> Result<StreamPosition, BrokerError> {
-        let v = self
-            .run(
-                &SCRIPTS.position,
-                vec![self.keys.position(session), self.keys.stream(session)],
-                vec![
-                    Epoch::random().to_string().into(),
-                    (self.cfg.stream_ttl_s as i64).into(),
-                ],
-            )
-            .await?;
-        let a = array(v);
-        if a.len() != 2 {
-            return Err(unavailable("malformed position reply"));
-        }
-        Ok(StreamPosition {
-            epoch: epoch_of(&a[0])?,
-            seq: int(&a[1]).unwrap_or(0) as Seq,
-        })
+    /// The shared stream's position, or `None` when the session has none.
+    pub(super) async fn position(
+        &self,
+        session: SessionId,
+    ) -> Result<Option<StreamPosition>, BrokerError> {
+        let v: Vec<Value> = self
+            .client
+            .hmget(self.keys.position(session), vec!["epoch", "seq"])
+            .await
+            .map_err(|e| self.lost(e))?;
+        let Some(epoch) = v.first().filter(|e| !e.is_null()) else {
+            return Ok(None);
+        };
+        Ok(Some(StreamPosition {
+            epoch: epoch_of(epoch)?,
+            seq: v.get(1).and_then(int).unwrap_or(0) as Seq,
+        }))
     }
 
     /// Events after `after` as (seq, payload); `Ok(None)` when the stream
