@@ -102,6 +102,8 @@ pub struct StoreSettings {
     pub database_url: Url,
     pub migrate_on_start: bool,
     pub batch_max_rows: usize,
+    /// Flushers that write performance metrics side by side.
+    pub metric_writers: usize,
     pub flush_interval_ms: u64,
     pub backlog_max_rows: usize,
     pub backlog_max_bytes: usize,
@@ -499,6 +501,9 @@ impl Settings {
         }
         if st.batch_max_rows == 0 {
             return fail("store.batch_max_rows must be at least 1");
+        }
+        if st.metric_writers == 0 {
+            return fail("store.metric_writers must be at least 1");
         }
         if st.backlog_max_rows == 0 || st.backlog_max_bytes == 0 {
             return fail("store.backlog_max_rows and store.backlog_max_bytes must be at least 1");

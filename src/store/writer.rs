@@ -19,10 +19,17 @@
 //! submission works as a barrier: it completes once everything submitted
 //! before it has committed. A batch the store rejects is written again
 //! one submission at a time, so one bad message fails alone.
+//!
+//! Performance metrics are the exception: append-only, droppable, never
+//! acknowledged and never referred to by another row, they are the bulk
+//! of what is written and have a lane of their own, written by
+//! `metric_writers` flushers side by side. Their batches neither wait
+//! behind the ordered rows nor hold them up, and the database works on
+//! several transactions at once instead of waiting for each commit.
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,6 +46,8 @@ use crate::metrics as m;
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub batch_max_rows: usize,
+    /// Flushers that write metric-only submissions side by side.
+    pub metric_writers: usize,
     pub flush_interval: Duration,
     pub backlog_max_rows: usize,
     pub backlog_max_bytes: usize,
@@ -51,6 +60,7 @@ impl WriterConfig {
         let ms = Duration::from_millis;
         WriterConfig {
             batch_max_rows: s.batch_max_rows.max(1),
+            metric_writers: s.metric_writers.max(1),
             flush_interval: ms(s.flush_interval_ms),
             backlog_max_rows: s.backlog_max_rows,
             backlog_max_bytes: s.backlog_max_bytes,
@@ -64,6 +74,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             batch_max_rows: 5000,
+            metric_writers: 2,
             flush_interval: Duration::from_millis(5),
             backlog_max_rows: 200_000,
             backlog_max_bytes: 64 << 20,
@@ -184,13 +195,38 @@ struct Pending {
     queued_at: Instant,
 }
 
+/// Which flushers write a submission (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Everything whose order matters, one batch at a time.
+    Ordered = 0,
+    /// Submissions of metric rows only, several batches at a time.
+    Metrics = 1,
+}
+
+impl Lane {
+    fn of(rows: &[Row], ack: &Option<Ack>) -> Lane {
+        if ack.is_none() && !rows.is_empty() && rows.iter().all(|r| matches!(r, Row::Metric(_))) {
+            Lane::Metrics
+        } else {
+            Lane::Ordered
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// Rows in `pending`.
+    rows: usize,
+}
+
 #[derive(Debug, Default)]
 struct Backlog {
-    queue: VecDeque<Pending>,
-    /// Rows in `queue`.
-    queued_rows: usize,
+    /// One queue per [`Lane`].
+    queues: [Queue; 2],
     /// Rows and bytes admitted and not yet committed (reserved, queued or
-    /// in flight).
+    /// in flight), in both lanes.
     rows: usize,
     bytes: usize,
 }
@@ -200,14 +236,16 @@ struct Shared {
     store: Arc<dyn Store>,
     config: WriterConfig,
     backlog: Mutex<Backlog>,
-    wake: Notify,
+    /// Wakes a lane's flushers; one per [`Lane`].
+    wake: [Notify; 2],
     /// Set once shutdown begins: new submissions are refused.
     closed: AtomicBool,
     /// Current retry delay in ms while the store fails, 0 when healthy.
     failing_ms: AtomicU64,
-    /// Signalled after every commit, and when the flusher exits.
+    /// Signalled after every commit, and when a flusher exits.
     progress: Notify,
-    flusher_done: AtomicBool,
+    /// Flushers still running.
+    flushers: AtomicUsize,
     /// Signalled after a commit that queued webhook deliveries.
     webhooks_committed: Notify,
 }
@@ -219,20 +257,25 @@ pub struct BatchWriter {
 }
 
 impl BatchWriter {
-    /// Starts the flusher task.
+    /// Starts the flusher tasks: one for the ordered lane, and
+    /// `metric_writers` for metrics.
     pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
+        let metric_writers = config.metric_writers.max(1);
         let shared = Arc::new(Shared {
             store,
             config,
             backlog: Mutex::new(Backlog::default()),
-            wake: Notify::new(),
+            wake: [Notify::new(), Notify::new()],
             closed: AtomicBool::new(false),
             failing_ms: AtomicU64::new(0),
             progress: Notify::new(),
-            flusher_done: AtomicBool::new(false),
+            flushers: AtomicUsize::new(1 + metric_writers),
             webhooks_committed: Notify::new(),
         });
-        tokio::spawn(flusher(shared.clone()));
+        tokio::spawn(flusher(shared.clone(), Lane::Ordered));
+        for _ in 0..metric_writers {
+            tokio::spawn(flusher(shared.clone(), Lane::Metrics));
+        }
         BatchWriter { shared }
     }
 
@@ -311,12 +354,14 @@ impl BatchWriter {
     }
 
     fn enqueue(&self, pending: Pending) {
+        let lane = Lane::of(&pending.rows, &pending.ack);
         {
             let mut b = self.shared.backlog.lock();
-            b.queued_rows += pending.rows.len();
-            b.queue.push_back(pending);
+            let q = &mut b.queues[lane as usize];
+            q.rows += pending.rows.len();
+            q.pending.push_back(pending);
         }
-        self.shared.wake.notify_one();
+        self.shared.wake[lane as usize].notify_one();
     }
 
     fn release(&self, rows: usize, bytes: usize) {
@@ -326,7 +371,7 @@ impl BatchWriter {
             b.bytes -= bytes;
         }
         // A closing flusher waits for outstanding reservations.
-        self.shared.wake.notify_one();
+        self.shared.wake_all();
     }
 
     /// Submits rows in one go (reserve and submit). Refused with a
@@ -351,11 +396,11 @@ impl BatchWriter {
     /// deadline passes. Returns the rows left unwritten.
     pub async fn shutdown(&self, deadline: Instant) -> usize {
         self.shared.closed.store(true, Ordering::Relaxed);
-        self.shared.wake.notify_one();
+        self.shared.wake_all();
         loop {
             let progressed = self.shared.progress.notified();
             let left = self.shared.backlog.lock().rows;
-            if left == 0 || self.shared.flusher_done.load(Ordering::Relaxed) {
+            if left == 0 || self.shared.flushers.load(Ordering::Relaxed) == 0 {
                 return left;
             }
             let now = Instant::now();
@@ -367,23 +412,39 @@ impl BatchWriter {
     }
 }
 
-async fn flusher(shared: Arc<Shared>) {
+impl Shared {
+    /// Wakes every flusher (closing, or backlog room given back).
+    fn wake_all(&self) {
+        for wake in &self.wake {
+            // Flushers of one lane share a `Notify`: wake each of them.
+            wake.notify_waiters();
+            wake.notify_one();
+        }
+    }
+}
+
+/// Writes one lane's batches until the writer closes and every admitted
+/// row is committed.
+async fn flusher(shared: Arc<Shared>, lane: Lane) {
     let config = shared.config.clone();
+    let wake = &shared.wake[lane as usize];
     let mut rows: Vec<Row> = Vec::new();
     let mut spans: Vec<(Range<usize>, Option<Ack>)> = Vec::new();
     loop {
         // Wait for the first submission. Once closing, exit when nothing is
         // queued and nothing is reserved: every admitted row was written.
         let oldest = loop {
-            let notified = shared.wake.notified();
+            let notified = wake.notified();
             {
                 let b = shared.backlog.lock();
-                if let Some(p) = b.queue.front() {
+                if let Some(p) = b.queues[lane as usize].pending.front() {
                     break p.queued_at;
                 }
                 if shared.closed.load(Ordering::Relaxed) && b.rows == 0 {
-                    shared.flusher_done.store(true, Ordering::Relaxed);
+                    drop(b);
+                    shared.flushers.fetch_sub(1, Ordering::Relaxed);
                     shared.progress.notify_waiters();
+                    shared.wake_all();
                     return;
                 }
             }
@@ -395,8 +456,8 @@ async fn flusher(shared: Arc<Shared>) {
         // go at once.
         let window_end = tokio::time::Instant::from_std(oldest + config.flush_interval);
         loop {
-            let notified = shared.wake.notified();
-            let queued = shared.backlog.lock().queued_rows;
+            let notified = wake.notified();
+            let queued = shared.backlog.lock().queues[lane as usize].rows;
             if queued >= config.batch_max_rows || shared.closed.load(Ordering::Relaxed) {
                 break;
             }
@@ -408,28 +469,39 @@ async fn flusher(shared: Arc<Shared>) {
         let mut weight = 0;
         {
             let mut b = shared.backlog.lock();
-            while let Some(p) = b.queue.front() {
+            let q = &mut b.queues[lane as usize];
+            while let Some(p) = q.pending.front() {
                 if !rows.is_empty() && rows.len() + p.rows.len() > config.batch_max_rows {
                     break;
                 }
-                let p = b.queue.pop_front().expect("front exists");
-                b.queued_rows -= p.rows.len();
+                let p = q.pending.pop_front().expect("front exists");
+                q.rows -= p.rows.len();
                 weight += p.weight;
                 let start = rows.len();
                 rows.extend(p.rows);
                 spans.push((start..rows.len(), p.ack));
             }
+            if !q.pending.is_empty() {
+                // More than one batch waits: another flusher of the lane
+                // may take the next while this one writes.
+                wake.notify_one();
+            }
+        }
+        if rows.is_empty() {
+            // Another flusher of the lane took them.
+            continue;
         }
         let results = write_batch(&shared, &rows, &spans).await;
         if rows.iter().any(|r| matches!(r, Row::Webhook(_))) {
             shared.webhooks_committed.notify_one();
         }
-        {
+        let drained = {
             let mut b = shared.backlog.lock();
             b.rows -= rows.len();
             b.bytes -= weight;
             m::store_backlog(b.rows);
-        }
+            b.rows == 0
+        };
         for ((_, ack), result) in spans.drain(..).zip(results) {
             if let Some(ack) = ack {
                 ack.complete(result);
@@ -437,6 +509,10 @@ async fn flusher(shared: Arc<Shared>) {
         }
         rows.clear();
         shared.progress.notify_waiters();
+        if drained && shared.closed.load(Ordering::Relaxed) {
+            // The other lane's flushers may be waiting for this.
+            shared.wake_all();
+        }
     }
 }
 

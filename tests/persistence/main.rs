@@ -258,14 +258,33 @@ async fn shutdown_drains_the_backlog(db: Db) {
     for _ in 0..N {
         r.event("question").await;
     }
+    // Metrics have flushers of their own: the drain must wait for them too.
+    const METRICS: usize = 90;
+    app.hub.persist_droppable(
+        (0..METRICS)
+            .map(|i| {
+                Row::Metric(eva_hub::store::MetricRow {
+                    id: uuid::Uuid::now_v7(),
+                    session_id: id,
+                    metric_type: "fps".into(),
+                    metric_value: i as f64,
+                    unit: Some("fps".into()),
+                    timestamp: chrono::Utc::now(),
+                    component: None,
+                })
+            })
+            .collect(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.hub.writer.backlog_rows() < base + N {
+    while app.hub.writer.backlog_rows() < base + N + METRICS {
         assert!(Instant::now() < deadline, "questions never queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let count_sql =
         "SELECT count(*) FROM conversations WHERE session_id = $1 AND message_type = 'question'";
+    let metrics_sql = "SELECT count(*) FROM performance_metrics WHERE session_id = $1";
     assert_eq!(db.count(count_sql, id).await, 0, "nothing written yet");
+    assert_eq!(db.count(metrics_sql, id).await, 0, "no metric written yet");
 
     let started = Instant::now();
     app.shutdown().await;
@@ -278,6 +297,11 @@ async fn shutdown_drains_the_backlog(db: Db) {
         db.count(count_sql, id).await,
         N as i64,
         "every queued question was written"
+    );
+    assert_eq!(
+        db.count(metrics_sql, id).await,
+        METRICS as i64,
+        "every queued metric was written"
     );
 }
 

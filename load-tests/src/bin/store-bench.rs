@@ -71,6 +71,9 @@ struct Args {
     /// Writer settings (as `[store]` in config/default.toml).
     #[arg(long, default_value_t = 5000)]
     batch_max_rows: usize,
+    /// Flushers writing metric rows side by side (`store.metric_writers`).
+    #[arg(long, default_value_t = 2)]
+    metric_writers: usize,
     #[arg(long, default_value_t = 5)]
     flush_interval_ms: u64,
     /// Producers outrun the database, so the backlog stays full and a
@@ -485,6 +488,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         timed.clone(),
         WriterConfig {
             batch_max_rows: args.batch_max_rows,
+            metric_writers: args.metric_writers,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             backlog_max_rows: args.backlog_max_rows,
             backlog_max_bytes: 1 << 30,
@@ -676,6 +680,7 @@ async fn main() -> anyhow::Result<()> {
             "sessions": args.sessions,
             "submission_rows": args.submission_rows,
             "batch_max_rows": args.batch_max_rows,
+            "metric_writers": args.metric_writers,
             "flush_interval_ms": args.flush_interval_ms,
             "backlog_max_rows": args.backlog_max_rows,
             "runs": args.runs,

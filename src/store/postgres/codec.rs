@@ -118,7 +118,7 @@ pub(super) fn unnest(columns: &[Column]) -> String {
     sql
 }
 
-fn names(columns: &[Column]) -> String {
+pub(super) fn names(columns: &[Column]) -> String {
     columns
         .iter()
         .map(|c| c.name)

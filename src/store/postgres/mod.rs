@@ -2,17 +2,20 @@
 //!
 //! A batch is one transaction with one statement per row kind: inserts
 //! are `INSERT … SELECT … FROM UNNEST($1::uuid[], …) ON CONFLICT DO
-//! NOTHING`, keyed updates are `UPDATE … FROM UNNEST(…)`, so a batch of
-//! thousands of rows costs a handful of round trips and one commit
-//! (`synchronous_commit` as the server has it: acknowledged rows are on
-//! disk).
+//! NOTHING`, keyed updates are `UPDATE … FROM UNNEST(…)`, and performance
+//! metrics (append-only, the bulk of the rows) one `COPY … FROM STDIN`, so
+//! a batch of thousands of rows costs a handful of round trips and one
+//! commit (`synchronous_commit` as the server has it: acknowledged rows
+//! are on disk).
 //!
 //! The row shapes come from the shared table descriptions
 //! (`store::sql::tables`); this folder holds what is PostgreSQL's own:
-//! binding them as arrays and rendering its SQL (`codec`), the batch and
-//! create statements (`write`) and the queries (`read`).
+//! binding them as arrays and rendering its SQL (`codec`), rendering them
+//! for COPY (`copy`), the batch and create statements (`write`) and the
+//! queries (`read`).
 
 mod codec;
+mod copy;
 mod ingest;
 mod jobs;
 mod read;

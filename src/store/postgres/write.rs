@@ -1,6 +1,7 @@
 //! PostgreSQL writes: a batch's [`Plan`] as one statement per row kind
-//! (inserts `… SELECT FROM UNNEST(…)`, keyed updates `UPDATE … FROM
-//! UNNEST(…)`), and the single-row creates (sessions, tenants, API keys).
+//! (inserts `… SELECT FROM UNNEST(…)`, metrics by COPY, keyed updates
+//! `UPDATE … FROM UNNEST(…)`), and the single-row creates (sessions,
+//! tenants, API keys).
 
 use std::sync::LazyLock;
 
@@ -9,22 +10,49 @@ use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::codec::{err, execute_unnest, insert, unnest};
+use super::copy::{CopyError, copy_in};
 use crate::store::sql::columns::Shape;
 use crate::store::sql::plan::{
     AlertAck, InterventionEnd, ParticipantLeft, ParticipantRound, Plan, Progress, StateRow,
 };
 use crate::store::{ApiKeyRecord, Row, SessionRecord, StoreError, TenantRecord};
 
-/// Writes the rows in one transaction: all or nothing.
+/// How a batch writes its metric rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Metrics {
+    /// COPY: the fast way, refused if a row repeats a stored id.
+    Copy,
+    /// `INSERT … ON CONFLICT DO NOTHING`, which skips repeats.
+    Insert,
+}
+
+/// Writes the rows in one transaction: all or nothing. Writing the same
+/// rows again stores nothing twice (a retry after an ambiguous failure):
+/// a batch whose metrics COPY meets a stored id is written again with
+/// metrics inserted, skipping the repeats.
 pub(super) async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
     let plan = Plan::new(rows);
+    if write_once(pool, &plan, Metrics::Copy).await? {
+        return Ok(());
+    }
+    let written = write_once(pool, &plan, Metrics::Insert).await?;
+    debug_assert!(written, "inserting skips repeated metrics");
+    Ok(())
+}
+
+/// One transaction; false (rolled back) when COPY met a repeated metric.
+async fn write_once(pool: &PgPool, plan: &Plan<'_>, metrics: Metrics) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await.map_err(err)?;
-    check_sessions(&mut tx, &plan).await?;
-    write_plan(&mut tx, &plan).await?;
-    tx.commit().await.map_err(err)
+    check_sessions(&mut tx, plan).await?;
+    if !write_plan(&mut tx, plan, metrics).await? {
+        tx.rollback().await.map_err(err)?;
+        return Ok(false);
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(true)
 }
 
 /// The foreign-key check of `conversations.session_id` and
@@ -62,8 +90,13 @@ async fn check_sessions(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), 
     }
 }
 
-/// Runs the plan's statements in dependency order (see [`Plan`]).
-async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+/// Runs the plan's statements in dependency order (see [`Plan`]). False
+/// when COPY met a repeated metric (the transaction is then aborted).
+async fn write_plan(
+    conn: &mut PgConnection,
+    plan: &Plan<'_>,
+    metrics: Metrics,
+) -> Result<bool, StoreError> {
     insert(conn, &plan.conversations).await?;
     insert(conn, &plan.question_responses).await?;
     insert(conn, &plan.interventions).await?;
@@ -72,7 +105,20 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), Stor
     insert(conn, &plan.alerts).await?;
     let acked: Vec<&AlertAck> = plan.alerts_acknowledged.iter().collect();
     execute_unnest(conn, &ALERTS_ACKNOWLEDGED, &acked).await?;
-    insert(conn, &plan.metrics).await?;
+    // Metrics are the bulk of what is written and only ever appended:
+    // COPY. Their ids are fresh v7 UUIDs, so a repeat means the batch is
+    // a retry after its commit's answer was lost (or repeats a row).
+    match metrics {
+        Metrics::Copy => match copy_in(conn, &plan.metrics).await {
+            Ok(_) => {}
+            Err(CopyError::Db(e)) if repeats_a_metric(&e) => return Ok(false),
+            Err(CopyError::Db(e)) => return Err(err(e)),
+            Err(CopyError::Rows(e)) => return Err(e),
+        },
+        Metrics::Insert => {
+            insert(conn, &plan.metrics).await?;
+        }
+    }
     let progress: Vec<&Progress> = plan.progress.iter().collect();
     execute_unnest(conn, &PROGRESS, &progress).await?;
     let states: Vec<&StateRow> = plan.states.iter().collect();
@@ -82,7 +128,13 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), Stor
     }
     insert(conn, &plan.jobs).await?;
     super::webhooks::write_events(conn, &plan.webhooks).await?;
-    Ok(())
+    Ok(true)
+}
+
+fn repeats_a_metric(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.is_unique_violation() && d.constraint() == Some("performance_metrics_pkey")
+    })
 }
 
 /// One round of participant changes: at most one per participant, so
