@@ -413,6 +413,12 @@ pub fn redis_wait_short() {
     counter!("eva_redis_wait_short_total").increment(1);
 }
 
+/// A Redis client whose connection task had ended for good was started
+/// again by the health monitor.
+pub fn redis_client_restarted() {
+    counter!("eva_redis_client_restarts_total").increment(1);
+}
+
 /// Pub/sub messages the node's buffer dropped; each gap is refilled from
 /// the session's stream.
 pub fn redis_pubsub_dropped(n: u64) {

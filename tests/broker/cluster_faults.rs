@@ -247,3 +247,27 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
     publish_on_every_node(&nodes, &sessions).await;
     assert_one_history(&nodes, &sessions).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
+        .with_test_writer()
+        .try_init();
+    let cluster = Arc::new(PrivateCluster::start(3));
+    let mut cfg = settings_for(cluster.url());
+    cfg.stream_maxlen = 10_000;
+    let (nodes, sessions) = setup(&cfg, 12).await;
+    let load = Load::start(&nodes, &sessions);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.reshard(4000))
+        .await
+        .expect("reshard");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed) = load.stop().await;
+    eprintln!("resharding under load: {ok} publishes succeeded, {failed} failed");
+    assert_one_history(&nodes, &sessions).await;
+    publish_on_every_node(&nodes, &sessions).await;
+    assert_one_history(&nodes, &sessions).await;
+}

@@ -528,6 +528,29 @@ impl PrivateCluster {
         }
     }
 
+    /// Moves `slots` hash slots from the first master to the second with
+    /// `redis-cli --cluster reshard`, keys and all, then waits until the
+    /// cluster is ok.
+    pub fn reshard(&self, slots: usize) {
+        let masters = self.masters();
+        let id = |port: u16| self.cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from, to) = (id(masters[0]), id(masters[1]));
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_ok(Duration::from_secs(30));
+    }
+
     /// Waits until the killed master on `port` is marked failed, a replica
     /// serves its slots and the cluster is ok again.
     pub fn wait_failover(&self, port: u16, within: Duration) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, Config, Error as RedisError, LuaInterface};
 use fred::types::config::ReconnectPolicy;
-use fred::types::{Builder, Value};
+use fred::types::{Builder, ConnectHandle, Value};
 use parking_lot::Mutex;
 
 use super::reply::unavailable;
@@ -20,11 +20,78 @@ use crate::broker::BrokerError;
 use crate::config::RedisSettings;
 use crate::metrics as m;
 
+/// The command client and the pub/sub client, with the tasks that drive
+/// their connections.
+pub(super) struct Clients {
+    pub(super) client: Client,
+    pub(super) subscriber: SubscriberClient,
+    pub(super) tasks: ConnectionTasks,
+}
+
+/// The tasks fred runs for each client. fred reconnects on its own after
+/// a lost connection, but one kind of failure ends its task for good: a
+/// command with no attempt left that meets an `ASK` redirection (a slot
+/// being migrated, during a resharding) stops the task, and every command
+/// fails from then on. The health monitor watches for that and starts
+/// the task again ([`ConnectionTasks::revive`]).
+pub(super) struct ConnectionTasks {
+    client: Mutex<ConnectHandle>,
+    subscriber: Mutex<ConnectHandle>,
+}
+
+impl ConnectionTasks {
+    /// Starts again every task that ended. Returns true if it did, so the
+    /// caller resubscribes and resyncs as after a reconnect.
+    pub(super) async fn revive(
+        &self,
+        client: &Client,
+        subscriber: &SubscriberClient,
+        timeout: Duration,
+    ) -> bool {
+        let mut revived = false;
+        if self.client.lock().is_finished() {
+            revived |= restart(client, &self.client, "command", timeout).await;
+        }
+        if self.subscriber.lock().is_finished() {
+            revived |= restart(subscriber, &self.subscriber, "pub/sub", timeout).await;
+        }
+        revived
+    }
+}
+
+async fn restart(
+    client: &impl ClientLike,
+    task: &Mutex<ConnectHandle>,
+    name: &str,
+    timeout: Duration,
+) -> bool {
+    tracing::warn!(
+        client = name,
+        "the Redis client's connection task ended; starting it again"
+    );
+    m::redis_client_restarted();
+    match tokio::time::timeout(timeout, client.init()).await {
+        Ok(Ok(handle)) => {
+            *task.lock() = handle;
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(client = name, error = %e, "restarting the Redis client failed; retrying");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                client = name,
+                "restarting the Redis client timed out; retrying"
+            );
+            false
+        }
+    }
+}
+
 /// Builds the command client and the pub/sub client for `cfg.url` and
 /// connects both.
-pub(super) async fn connect(
-    cfg: &RedisSettings,
-) -> Result<(Client, SubscriberClient), BrokerError> {
+pub(super) async fn connect(cfg: &RedisSettings) -> Result<Clients, BrokerError> {
     let config = Config::from_url(&cfg.url).map_err(unavailable)?;
     let timeout = cfg.command_timeout();
     let mut builder = Builder::from_config(config);
@@ -48,9 +115,16 @@ pub(super) async fn connect(
     // resharding), and following it takes a second attempt.
     builder.with_connection_config(|c| c.max_command_attempts = 3);
     let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
-    client.init().await.map_err(unavailable)?;
-    subscriber.init().await.map_err(unavailable)?;
-    Ok((client, subscriber))
+    let client_task = client.init().await.map_err(unavailable)?;
+    let subscriber_task = subscriber.init().await.map_err(unavailable)?;
+    Ok(Clients {
+        client,
+        subscriber,
+        tasks: ConnectionTasks {
+            client: Mutex::new(client_task),
+            subscriber: Mutex::new(subscriber_task),
+        },
+    })
 }
 
 /// PING within `timeout`, for readiness.

@@ -1,6 +1,7 @@
 //! The health monitor task: pings Redis every 500 ms (and at once after a
 //! reconnect or a cluster topology change) to keep this node's
-//! reachability flag, refreshes the node's presence heartbeat and its list
+//! reachability flag, starts a Redis client again whose connection task
+//! ended, refreshes the node's presence heartbeat and its list
 //! of nodes whose heartbeat is out of date, and after an outage, a
 //! reconnect, a failover or a resharding resubscribes the watched
 //! sessions' channels and resyncs every track.
@@ -41,6 +42,17 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
             r = sub_moved.recv() => r.is_ok(),
         };
         let Some(shared) = weak.upgrade() else { return };
+        // A client whose connection task ended fails every command until
+        // it is started again; what it missed meanwhile is resynced.
+        let revived = shared
+            .tasks
+            .revive(
+                &shared.client,
+                &shared.subscriber,
+                shared.cfg.command_timeout() * 2,
+            )
+            .await;
+        let reconnected = reconnected || revived;
         let ok = shared.client.ping::<String>(None).await.is_ok();
         let was = shared.set_up(ok);
         if !ok {

@@ -134,7 +134,11 @@ impl RedisBroker {
         cfg: &RedisSettings,
         history_size: usize,
     ) -> Result<RedisBroker, BrokerError> {
-        let (client, subscriber) = conn::connect(cfg).await?;
+        let conn::Clients {
+            client,
+            subscriber,
+            tasks,
+        } = conn::connect(cfg).await?;
         let node = if cfg.node_id.is_empty() {
             format!("node-{:08x}", rand::random::<u32>())
         } else {
@@ -144,6 +148,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             client,
             subscriber,
+            tasks,
             keys: Keys::new(cfg.prefix.clone()),
             node,
             cfg: cfg.clone(),

@@ -14,7 +14,7 @@ use fred::types::Value;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use super::conn::{Reachability, Script, is_connection_error};
+use super::conn::{ConnectionTasks, Reachability, Script, is_connection_error};
 use super::reply::unavailable;
 use super::scripts::Keys;
 use super::track::Track;
@@ -25,6 +25,8 @@ use crate::ids::SessionId;
 pub(super) struct Shared {
     pub(super) client: Client,
     pub(super) subscriber: SubscriberClient,
+    /// The clients' connection tasks, watched by the health monitor.
+    pub(super) tasks: ConnectionTasks,
     pub(super) keys: Keys,
     pub(super) node: String,
     pub(super) cfg: RedisSettings,
