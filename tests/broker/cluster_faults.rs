@@ -208,8 +208,14 @@ async fn sessions_on_every_master_keep_one_order_across_nodes() {
     assert_one_history(&nodes, &sessions).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_master_under_load_keeps_one_history_per_session() {
+/// A private cluster (its faults must not reach other tests), three nodes
+/// and 12 sessions, with every node publishing to every session.
+async fn under_load_on_a_private_cluster() -> (
+    Arc<PrivateCluster>,
+    Vec<(Arc<RedisBroker>, Arc<Recorder>)>,
+    Vec<SessionId>,
+    Load,
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
         .with_test_writer()
@@ -219,6 +225,12 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
     cfg.stream_maxlen = 10_000;
     let (nodes, sessions) = setup(&cfg, 12).await;
     let load = Load::start(&nodes, &sessions);
+    (cluster, nodes, sessions, load)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_master_under_load_keeps_one_history_per_session() {
+    let (cluster, nodes, sessions, load) = under_load_on_a_private_cluster().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = cluster.masters()[0];
     cluster.kill(victim);
@@ -250,15 +262,7 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_under_load_loses_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
-        .with_test_writer()
-        .try_init();
-    let cluster = Arc::new(PrivateCluster::start(3));
-    let mut cfg = settings_for(cluster.url());
-    cfg.stream_maxlen = 10_000;
-    let (nodes, sessions) = setup(&cfg, 12).await;
-    let load = Load::start(&nodes, &sessions);
+    let (cluster, nodes, sessions, load) = under_load_on_a_private_cluster().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.reshard(4000))
