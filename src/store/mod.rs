@@ -443,6 +443,13 @@ pub trait Store:
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;
 
+    /// Whether batches written at the same time make progress side by
+    /// side. A store that writes through one connection (SQLite) would
+    /// only queue them, so the writer gives it one metrics flusher.
+    fn parallel_writes(&self) -> bool {
+        false
+    }
+
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 

@@ -260,7 +260,11 @@ impl BatchWriter {
     /// Starts the flusher tasks: one for the ordered lane, and
     /// `metric_writers` for metrics.
     pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
-        let metric_writers = config.metric_writers.max(1);
+        let metric_writers = if store.parallel_writes() {
+            config.metric_writers.max(1)
+        } else {
+            1
+        };
         let shared = Arc::new(Shared {
             store,
             config,

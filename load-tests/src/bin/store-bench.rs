@@ -237,6 +237,10 @@ impl Store for TimedStore {
     async fn live_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.inner.live_sessions().await
     }
+    fn parallel_writes(&self) -> bool {
+        self.inner.parallel_writes()
+    }
+
     async fn write_batch(&self, rows: &[Row]) -> Result<(), StoreError> {
         let started = Instant::now();
         let result = self.inner.write_batch(rows).await;

@@ -75,6 +75,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn parallel_writes(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "postgres"
     }
