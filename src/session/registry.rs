@@ -182,12 +182,19 @@ impl Sessions {
         let restored = match self.broker.load_checkpoint(record.id).await? {
             Some((at, bytes)) if at.epoch == position.epoch && at.seq <= position.seq => {
                 match ReplicaSnapshot::decode(&bytes) {
-                    Ok(snap) => Some(Session::restore(
-                        record.id,
-                        record.tenant,
-                        snap,
-                        self.limits,
-                    )),
+                    Ok(mut snap) => {
+                        // The checkpoint's position is the stream's. A
+                        // stream's base carries a replica taken where its
+                        // node stood before (another epoch), so the
+                        // snapshot's own position can differ.
+                        (snap.epoch, snap.seq) = (at.epoch, at.seq);
+                        Some(Session::restore(
+                            record.id,
+                            record.tenant,
+                            snap,
+                            self.limits,
+                        ))
+                    }
                     Err(e) => {
                         tracing::warn!(session = %record.id, error = %e, "undecodable checkpoint; loading from the store");
                         None

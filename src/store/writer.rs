@@ -491,8 +491,9 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
                 wake.notify_one();
             }
         }
-        if rows.is_empty() {
-            // Another flusher of the lane took them.
+        if spans.is_empty() {
+            // Another flusher of the lane took them. (An empty submission,
+            // a barrier, still counts: its ack completes below.)
             continue;
         }
         let results = write_batch(&shared, &rows, &spans).await;
