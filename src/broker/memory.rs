@@ -56,12 +56,23 @@ impl MemoryBroker {
         if let Some(s) = self.streams.get(&session) {
             return s.clone();
         }
+        self.stream_from(
+            session,
+            StreamPosition {
+                epoch: Epoch::random(),
+                seq: 0,
+            },
+        )
+    }
+
+    /// The session's stream, begun at `at` if it has none.
+    fn stream_from(&self, session: SessionId, at: StreamPosition) -> Arc<Mutex<Stream>> {
         self.streams
             .entry(session)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(Stream {
-                    epoch: Epoch::random(),
-                    seq: 0,
+                    epoch: at.epoch,
+                    seq: at.seq,
                     ring: VecDeque::new(),
                 }))
             })
@@ -125,17 +136,7 @@ impl Broker for MemoryBroker {
         session: SessionId,
         base: Checkpoint,
     ) -> Result<StreamPosition, BrokerError> {
-        let stream = self
-            .streams
-            .entry(session)
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Stream {
-                    epoch: base.position.epoch,
-                    seq: base.position.seq,
-                    ring: VecDeque::new(),
-                }))
-            })
-            .clone();
+        let stream = self.stream_from(session, base.position);
         let s = stream.lock();
         Ok(StreamPosition {
             epoch: s.epoch,

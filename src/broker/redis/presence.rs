@@ -157,6 +157,19 @@ impl Shared {
         Ok(out)
     }
 
+    /// A checkpoint's JSON views with their TTLs, as the CHECKPOINT and
+    /// BEGIN scripts take them: state, metrics ('' for none), context.
+    pub(super) fn view_args(&self, cp: &Checkpoint) -> [Value; 6] {
+        [
+            cp.state.as_str().into(),
+            (self.cfg.state_ttl_s as i64).into(),
+            cp.metrics.as_deref().unwrap_or_default().into(),
+            (self.cfg.metrics_ttl_s as i64).into(),
+            cp.context.as_str().into(),
+            (self.cfg.context_ttl_s as i64).into(),
+        ]
+    }
+
     /// Stores `cp` and the session's JSON views if `cp` is newer than the
     /// stored checkpoint of the current stream.
     pub(super) async fn save_checkpoint(
@@ -168,6 +181,14 @@ impl Shared {
             return Ok(());
         }
         let k = &self.keys;
+        let views = self.view_args(&cp);
+        let mut args: Vec<Value> = vec![
+            cp.position.epoch.to_string().into(),
+            (cp.position.seq as i64).into(),
+            Value::Bytes(cp.replica.into()),
+            (self.cfg.stream_ttl_s as i64).into(),
+        ];
+        args.extend(views);
         self.run(
             &SCRIPTS.checkpoint,
             vec![
@@ -177,18 +198,7 @@ impl Shared {
                 k.metrics(session),
                 k.context(session),
             ],
-            vec![
-                cp.position.epoch.to_string().into(),
-                (cp.position.seq as i64).into(),
-                Value::Bytes(cp.replica.into()),
-                (self.cfg.stream_ttl_s as i64).into(),
-                cp.state.into(),
-                (self.cfg.state_ttl_s as i64).into(),
-                cp.metrics.unwrap_or_default().into(),
-                (self.cfg.metrics_ttl_s as i64).into(),
-                cp.context.into(),
-                (self.cfg.context_ttl_s as i64).into(),
-            ],
+            args,
         )
         .await?;
         Ok(())

@@ -41,8 +41,9 @@ return {1, seq, epoch}
 
 /// Begins a session's stream with its base checkpoint, unless it has one.
 /// KEYS: position, stream, checkpoint, state, metrics, context. ARGV:
-/// epoch, seq, ttl, whether a base follows (1 or 0), replica, state, state
-/// ttl, metrics ('' for none), metrics ttl, context, context ttl. Returns
+/// epoch, seq, ttl, whether a base follows (1 or 0), then only with a base:
+/// replica, state, state ttl, metrics ('' for none), metrics ttl, context,
+/// context ttl. Returns
 /// {1, epoch, seq} when begun, {0, epoch, seq} for the stream that exists.
 const BEGIN: &str = r#"
 local have = redis.call('HMGET', KEYS[1], 'epoch', 'seq')

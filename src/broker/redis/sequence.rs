@@ -207,15 +207,16 @@ impl Shared {
         base: Option<&Checkpoint>,
     ) -> Result<(bool, StreamPosition), BrokerError> {
         let k = &self.keys;
-        let (replica, state, metrics, context) = match base {
-            Some(b) => (
-                Value::Bytes(b.replica.clone().into()),
-                b.state.clone(),
-                b.metrics.clone().unwrap_or_default(),
-                b.context.clone(),
-            ),
-            None => (Value::from(""), String::new(), String::new(), String::new()),
-        };
+        let mut args: Vec<Value> = vec![
+            at.epoch.to_string().into(),
+            (at.seq as i64).into(),
+            (self.cfg.stream_ttl_s as i64).into(),
+            i64::from(base.is_some()).into(),
+        ];
+        if let Some(b) = base {
+            args.push(Value::Bytes(b.replica.clone().into()));
+            args.extend(self.view_args(b));
+        }
         let v = self
             .run(
                 &SCRIPTS.begin,
@@ -227,19 +228,7 @@ impl Shared {
                     k.metrics(session),
                     k.context(session),
                 ],
-                vec![
-                    at.epoch.to_string().into(),
-                    (at.seq as i64).into(),
-                    (self.cfg.stream_ttl_s as i64).into(),
-                    i64::from(base.is_some()).into(),
-                    replica,
-                    state.into(),
-                    (self.cfg.state_ttl_s as i64).into(),
-                    metrics.into(),
-                    (self.cfg.metrics_ttl_s as i64).into(),
-                    context.into(),
-                    (self.cfg.context_ttl_s as i64).into(),
-                ],
+                args,
             )
             .await?;
         let v = array(v);
