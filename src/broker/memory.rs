@@ -90,14 +90,13 @@ impl Broker for MemoryBroker {
         let _ = self.handler.set(handler);
     }
 
-    async fn publish(
+    async fn publish_many(
         &self,
         session: SessionId,
-        event: Event,
-        origin: Origin,
+        events: Vec<(Event, Origin)>,
         ts: u64,
         condition: Condition,
-    ) -> Result<Arc<Published>, BrokerError> {
+    ) -> Result<Vec<Arc<Published>>, BrokerError> {
         let stream = self.stream(session);
         let mut s = stream.lock();
         if let Condition::SeqIs(expected) = condition
@@ -105,16 +104,20 @@ impl Broker for MemoryBroker {
         {
             return Err(BrokerError::Conflict { current: s.seq });
         }
-        s.seq += 1;
-        let published = Arc::new(Published::new(session, s.seq, ts, event, origin));
-        if s.ring.len() == self.history_size {
-            s.ring.pop_front();
-        }
-        s.ring.push_back(published.clone());
-        // Delivered under the stream lock: this is what orders the handler's
-        // view of the session.
-        if let Some(h) = self.handler.get() {
-            h.on_publication(published.clone());
+        let mut published = Vec::with_capacity(events.len());
+        for (event, origin) in events {
+            s.seq += 1;
+            let p = Arc::new(Published::new(session, s.seq, ts, event, origin));
+            if s.ring.len() == self.history_size {
+                s.ring.pop_front();
+            }
+            s.ring.push_back(p.clone());
+            // Delivered under the stream lock: this is what orders the
+            // handler's view of the session.
+            if let Some(h) = self.handler.get() {
+                h.on_publication(p.clone());
+            }
+            published.push(p);
         }
         Ok(published)
     }

@@ -58,7 +58,7 @@ pub struct HistoryPage {
     pub events: Vec<Arc<Published>>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The condition failed; the caller should re-validate and retry.
     #[error("stream moved on (now at {current})")]
@@ -105,9 +105,24 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// anything is published.
     fn attach(&self, handler: Arc<dyn BrokerHandler>);
 
-    /// Appends `event` to the session's stream if `condition` holds, and
-    /// delivers it to every watching node. Begins the stream (with a new
+    /// Appends `events` to the session's stream back to back (nothing
+    /// sequenced between them) if `condition` holds before the first, and
+    /// delivers them to every watching node, in order. All or none: on an
+    /// error none of them was published. Begins the stream (with a new
     /// epoch, from the handler's checkpoint) if it does not exist.
+    ///
+    /// One call is one step of the backend (one Redis round trip), so a
+    /// publisher that sends events faster than a round trip takes is not
+    /// held to one round trip per event.
+    async fn publish_many(
+        &self,
+        session: SessionId,
+        events: Vec<(Event, Origin)>,
+        ts: u64,
+        condition: Condition,
+    ) -> Result<Vec<Arc<Published>>, BrokerError>;
+
+    /// [`Broker::publish_many`] with one event.
     async fn publish(
         &self,
         session: SessionId,
@@ -115,7 +130,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         origin: Origin,
         ts: u64,
         condition: Condition,
-    ) -> Result<Arc<Published>, BrokerError>;
+    ) -> Result<Arc<Published>, BrokerError> {
+        self.publish_many(session, vec![(event, origin)], ts, condition)
+            .await?
+            .pop()
+            .ok_or_else(|| BrokerError::Unavailable("the event was not published".into()))
+    }
 
     /// The stream's epoch and last seq, or `None` when the session has no
     /// stream: it was never begun, or the broker lost it (Redis restarted

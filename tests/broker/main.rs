@@ -283,6 +283,55 @@ async fn a_conditional_publish_fails_once_the_stream_moved() {
     }
 }
 
+fn run_of(prefix: &str, n: usize) -> Vec<(Event, Origin)> {
+    (0..n)
+        .map(|i| (event(&format!("{prefix}{i}")), Origin::hub()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_is_sequenced_back_to_back_or_not_at_all() {
+    for (name, b, rec) in brokers().await {
+        let s = SessionId::new();
+        watched(b.as_ref(), s).await;
+        publish(b.as_ref(), s, "a").await;
+        let stale = b
+            .publish_many(s, run_of("stale", 5), 1, Condition::SeqIs(0))
+            .await;
+        assert!(
+            matches!(stale, Err(BrokerError::Conflict { current: 1 })),
+            "{name}: {stale:?}"
+        );
+        assert_eq!(
+            b.position(s).await.unwrap().unwrap().seq,
+            1,
+            "{name}: none of a refused run is sequenced"
+        );
+        let run = b
+            .publish_many(s, run_of("r", 5), 1, Condition::SeqIs(1))
+            .await
+            .expect("condition holds");
+        let got: Vec<Seq> = run.iter().map(|p| p.seq).collect();
+        assert_eq!(
+            got,
+            vec![2, 3, 4, 5, 6],
+            "{name}: numbered back to back, in order"
+        );
+        // Delivered before the call returned, in order, as sent.
+        let names = rec.names(s);
+        let expected: Vec<(Seq, String)> = std::iter::once((1, "a".to_owned()))
+            .chain((0..5).map(|i| (i as Seq + 2, format!("r{i}"))))
+            .collect();
+        assert_eq!(names, expected, "{name}");
+        let none = b.publish_many(s, Vec::new(), 1, Condition::Always).await;
+        assert!(
+            matches!(none.as_deref(), Ok([])),
+            "{name}: an empty run publishes nothing"
+        );
+        assert_eq!(b.position(s).await.unwrap().unwrap().seq, 6, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn history_returns_what_was_missed_until_it_is_trimmed() {
     for (name, b, _rec) in brokers().await {
@@ -511,6 +560,50 @@ async fn concurrent_publishers_see_one_order(kind: &str, cfg: &RedisSettings) {
             got, reference,
             "{kind} node {i} saw the same event at every seq"
         );
+    }
+}
+
+/// Runs published by three nodes at once: each run's events keep their
+/// order and stay together, and every node sees the same order.
+#[tokio::test]
+async fn runs_from_several_nodes_are_never_interleaved() {
+    for (kind, cfg) in redis_kinds() {
+        let nodes = nodes(3, &cfg).await;
+        let s = SessionId::new();
+        for (b, _) in &nodes {
+            watched(b.as_ref(), s).await;
+        }
+        let (runs, size) = (20, 10);
+        let tasks: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (b, _))| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for r in 0..runs {
+                        let run = run_of(&format!("n{i}-r{r}-"), size);
+                        b.publish_many(s, run, 1, Condition::Always).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let total = 3 * runs * size;
+        let reference = nodes[0].1.wait_for(s, total).await;
+        assert!(consecutive(&reference, 1), "{kind}");
+        let order = nodes[0].1.names(s);
+        for chunk in order.chunks(size) {
+            let run = chunk[0].1.strip_suffix('0').expect("a run's first event");
+            let names: Vec<String> = (0..size).map(|k| format!("{run}{k}")).collect();
+            let got: Vec<String> = chunk.iter().map(|(_, n)| n.clone()).collect();
+            assert_eq!(got, names, "{kind}: a run stays together and in order");
+        }
+        for (i, (_, rec)) in nodes.iter().enumerate() {
+            rec.wait_for(s, total).await;
+            assert_eq!(rec.names(s), order, "{kind} node {i} saw the same order");
+        }
     }
 }
 

@@ -387,15 +387,10 @@ fn on_message(shared: &Shared, track: &Arc<Track>, body: &str) {
     };
     match kind {
         Some("E") => {
-            let Some(p) = parts
-                .next()
-                .and_then(|payload| Some((decode(track.session, seq, payload)?, print(payload))))
-            else {
-                let mut st = track.state.lock();
-                shared.queue_resync(track, &mut st);
-                return;
-            };
-            shared.offer(track, epoch, p.0, p.1);
+            // One line per event, numbered from `seq` on.
+            for (payload, seq) in parts.next().unwrap_or("").split('\n').zip(seq..) {
+                on_event(shared, track, epoch, seq, payload);
+            }
         }
         Some("R") => {
             // A node handed over a run: follow it unless it was ours.
@@ -405,6 +400,30 @@ fn on_message(shared: &Shared, track: &Arc<Track>, body: &str) {
             }
         }
         _ => {}
+    }
+}
+
+/// One event of a publication message.
+fn on_event(shared: &Shared, track: &Arc<Track>, epoch: Epoch, seq: Seq, payload: &str) {
+    let mine = print(payload);
+    {
+        let mut st = track.state.lock();
+        if st.epoch == epoch && st.local.is_none() && seq <= st.delivered {
+            // Delivered already (most often the node's own publication):
+            // only a different event under its number needs attention, so
+            // the payload is not decoded.
+            if st.conflicts(seq, mine) {
+                shared.queue_resync(track, &mut st);
+            }
+            return;
+        }
+    }
+    match decode(track.session, seq, payload) {
+        Some(p) => shared.offer(track, epoch, p, mine),
+        None => {
+            let mut st = track.state.lock();
+            shared.queue_resync(track, &mut st);
+        }
     }
 }
 

@@ -188,17 +188,14 @@ impl Broker for RedisBroker {
         let _ = self.shared.handler.set(handler);
     }
 
-    async fn publish(
+    async fn publish_many(
         &self,
         session: SessionId,
-        event: Event,
-        origin: Origin,
+        events: Vec<(Event, Origin)>,
         ts: u64,
         condition: Condition,
-    ) -> Result<Arc<Published>, BrokerError> {
-        self.shared
-            .publish(session, event, origin, ts, condition)
-            .await
+    ) -> Result<Vec<Arc<Published>>, BrokerError> {
+        self.shared.publish(session, events, ts, condition).await
     }
 
     async fn position(&self, session: SessionId) -> Result<Option<StreamPosition>, BrokerError> {

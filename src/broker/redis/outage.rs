@@ -77,13 +77,14 @@ impl Shared {
     pub(super) fn publish_alone(
         &self,
         track: &Track,
-        event: Event,
-        origin: Origin,
+        events: Vec<(Event, Origin)>,
         ts: u64,
         condition: Condition,
-    ) -> Result<Arc<Published>, BrokerError> {
-        let payload = encode(ts, &event, &origin)?;
-        let mine = print(&payload);
+    ) -> Result<Vec<Arc<Published>>, BrokerError> {
+        let payloads = events
+            .iter()
+            .map(|(event, origin)| encode(ts, event, origin))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut st = track.state.lock();
         self.go_alone(track, &mut st);
         if let Condition::SeqIs(expected) = condition
@@ -93,17 +94,22 @@ impl Shared {
                 current: st.delivered,
             });
         }
-        let seq = st.delivered + 1;
-        let p = Arc::new(Published::new(track.session, seq, ts, event, origin));
         let keep = self.history_size;
-        if let Some(run) = st.local.as_mut() {
-            if run.events.len() >= keep {
-                run.events.pop_front();
+        let mut published = Vec::with_capacity(events.len());
+        for ((event, origin), payload) in events.into_iter().zip(payloads) {
+            let seq = st.delivered + 1;
+            let p = Arc::new(Published::new(track.session, seq, ts, event, origin));
+            let mine = print(&payload);
+            if let Some(run) = st.local.as_mut() {
+                if run.events.len() >= keep {
+                    run.events.pop_front();
+                }
+                run.events.push_back((seq, payload));
             }
-            run.events.push_back((seq, payload));
+            self.deliver(&mut st, (p.clone(), mine));
+            published.push(p);
         }
-        self.deliver(&mut st, (p.clone(), mine));
-        Ok(p)
+        Ok(published)
     }
 
     /// Offers the run this node sequenced alone to Redis as the session's

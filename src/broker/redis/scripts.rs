@@ -17,11 +17,14 @@ use super::conn::Script;
 use crate::counters::{RateKey, SlotKey};
 use crate::ids::SessionId;
 
-/// KEYS: position, stream, channel. ARGV: expected seq (-1: any),
-/// payload, maxlen, ttl. Returns {1, seq, epoch} when sequenced, {0, seq,
-/// epoch} when the condition failed, {2} when the session has no stream:
-/// a stream is only begun by BEGIN (or a hand-over), with its base
-/// checkpoint.
+/// KEYS: position, stream, channel. ARGV: expected seq (-1: any), maxlen,
+/// ttl, then one payload per event. Numbers the events back to back and
+/// appends each to the stream; publishes them in one message, `E <epoch>
+/// <first seq> <payload>` with one line per payload (a payload is compact
+/// JSON, which holds no newline). Returns {1, last seq, epoch} when
+/// sequenced, {0, seq, epoch} when the condition failed, {2} when the
+/// session has no stream: a stream is only begun by BEGIN (or a
+/// hand-over), with its base checkpoint.
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {2} end
@@ -30,12 +33,15 @@ local expected = tonumber(ARGV[1])
 if expected >= 0 and expected ~= seq then
   return {0, seq, epoch}
 end
-seq = seq + 1
+local first = seq + 1
+for i = 4, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-1', 'e', ARGV[i])
+end
 redis.call('HSET', KEYS[1], 'seq', seq)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'e', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('SPUBLISH', KEYS[3], 'E ' .. epoch .. ' ' .. seq .. ' ' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SPUBLISH', KEYS[3], 'E ' .. epoch .. ' ' .. first .. ' ' .. table.concat(ARGV, '\n', 4))
 return {1, seq, epoch}
 "#;
 

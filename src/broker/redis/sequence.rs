@@ -37,39 +37,44 @@ pub(super) struct Page {
 }
 
 impl Shared {
-    /// Appends `event` to the session's stream if `condition` holds: one
-    /// PUBLISH script, or on this node alone while Redis is away. Returns
-    /// once this node's track has delivered it (if it watches the session).
+    /// Appends `events` to the session's stream, back to back, if
+    /// `condition` holds before the first: one PUBLISH script for all of
+    /// them, or on this node alone while Redis is away. Returns once this
+    /// node's track has delivered them (if it watches the session).
     pub(super) async fn publish(
         &self,
         session: SessionId,
-        event: Event,
-        origin: Origin,
+        events: Vec<(Event, Origin)>,
         ts: u64,
         condition: Condition,
-    ) -> Result<Arc<Published>, BrokerError> {
+    ) -> Result<Vec<Arc<Published>>, BrokerError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let track = self.track(session);
         if let Some(t) = &track
             && (!self.is_up() || t.state.lock().local.is_some())
         {
-            return self.publish_alone(t, event, origin, ts, condition);
+            return self.publish_alone(t, events, ts, condition);
         }
-        let payload = encode(ts, &event, &origin)?;
-        let mine = print(&payload);
+        let payloads = events
+            .iter()
+            .map(|(event, origin)| encode(ts, event, origin))
+            .collect::<Result<Vec<_>, _>>()?;
         let expected = match condition {
             Condition::Always => -1,
             Condition::SeqIs(seq) => seq as i64,
         };
         let mut began = false;
-        let (seq, epoch) = loop {
-            let v = match self.sequence(session, &payload, expected).await {
+        let (last, epoch) = loop {
+            let v = match self.sequence(session, &payloads, expected).await {
                 Ok(v) => array(v),
                 Err(e) if is_connection_error(&e) => {
                     self.set_up(false);
                     // The script may or may not have run; the hand-over
                     // after the outage settles it (see the module docs).
                     return match &track {
-                        Some(t) => self.publish_alone(t, event, origin, ts, condition),
+                        Some(t) => self.publish_alone(t, events, ts, condition),
                         None => Err(unavailable(e)),
                     };
                 }
@@ -113,35 +118,59 @@ impl Shared {
             }
             break (seq, epoch);
         };
-        let p = Arc::new(Published::new(session, seq, ts, event, origin));
+        // The script numbered the events last - n + 1 ..= last.
+        let first = last + 1 - events.len() as Seq;
+        let published: Vec<(Arc<Published>, u64)> = events
+            .into_iter()
+            .zip(&payloads)
+            .zip(first..)
+            .map(|(((event, origin), payload), seq)| {
+                let p = Published::new(session, seq, ts, event, origin);
+                (Arc::new(p), print(payload))
+            })
+            .collect();
         if let Some(t) = &track {
             {
                 let mut st = t.state.lock();
-                if st.epoch == epoch && st.local.is_none() && st.conflicts(seq, mine) {
+                if st.epoch == epoch
+                    && st.local.is_none()
+                    && published.iter().any(|(p, mine)| st.conflicts(p.seq, *mine))
+                {
                     // Redis gave out a number this node delivered for another
-                    // event: it lost writes in a failover. This event may not
-                    // survive the new epoch the resync starts, so it is not
-                    // reported as published; the caller's retry lands there.
+                    // event: it lost writes in a failover. These events may
+                    // not survive the new epoch the resync starts, so they
+                    // are not reported as published; the caller's retry
+                    // lands there.
                     self.queue_resync(t, &mut st);
                     return Err(unavailable(
                         "the session's stream lost events in a Redis failover; retry",
                     ));
                 }
             }
-            self.offer(t, epoch, p.clone(), mine);
-            self.wait_delivered(t, epoch, seq).await;
+            for (p, mine) in &published {
+                self.offer(t, epoch, p.clone(), *mine);
+            }
+            self.wait_delivered(t, epoch, last).await;
         }
-        Ok(p)
+        Ok(published.into_iter().map(|(p, _)| p).collect())
     }
 
-    /// One PUBLISH script (and the `WAIT` after it, when configured).
+    /// One PUBLISH script for `payloads` (and the `WAIT` after it, when
+    /// configured).
     async fn sequence(
         &self,
         session: SessionId,
-        payload: &str,
+        payloads: &[String],
         expected: i64,
     ) -> Result<Value, RedisError> {
         let started = Instant::now();
+        let mut args: Vec<Value> = Vec::with_capacity(3 + payloads.len());
+        args.extend([
+            expected.into(),
+            (self.cfg.stream_maxlen as i64).into(),
+            (self.cfg.stream_ttl_s as i64).into(),
+        ]);
+        args.extend(payloads.iter().map(|p| Value::from(p.as_str())));
         let result = SCRIPTS
             .publish
             .run(
@@ -151,12 +180,7 @@ impl Shared {
                     self.keys.stream(session),
                     self.keys.channel(session),
                 ],
-                vec![
-                    expected.into(),
-                    payload.into(),
-                    (self.cfg.stream_maxlen as i64).into(),
-                    (self.cfg.stream_ttl_s as i64).into(),
-                ],
+                args,
             )
             .await;
         let result = match result {
