@@ -188,6 +188,16 @@ impl Client {
         Ok(())
     }
 
+    /// Sends several frames with one flush at the end, so that they reach
+    /// the hub together, as a publisher streaming events sends them.
+    pub async fn send_batch(&mut self, frames: &[ClientFrame]) -> Result<(), ClientError> {
+        for frame in frames {
+            self.ws.feed(encode(self.codec, frame)).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+
     /// Sends any WebSocket message as is (for malformed-input tests).
     pub async fn send_raw(&mut self, msg: Message) -> Result<(), ClientError> {
         self.ws.send(msg).await?;

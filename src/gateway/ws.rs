@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -352,39 +352,63 @@ pub async fn run_connection(
     Box::pin(hub.disconnect(&mut client)).await;
 }
 
+/// Most data messages handed to the hub at once.
+const MAX_GATHERED: usize = 256;
+
 /// Reads frames and hands data messages to the hub, until the client
-/// closes, the socket fails, or the hub decides to close.
+/// closes, the socket fails, or the hub decides to close. Messages that
+/// have already arrived are handed over together (up to
+/// [`MAX_GATHERED`]), so that the hub can sequence a run of `publish`
+/// frames in one step; it still handles them in order.
 async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<ServerIo>) -> ReadEnd {
     let codec = client.conn.codec;
     loop {
         // The authentication deadline is the hub timer's job (it closes
         // the outbox), so reading needs no timer of its own.
-        let msg = match ws.next().await {
-            None => return ReadEnd::Eof,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return read_error(e),
-        };
-        client.conn.touch();
-        if client.conn.outbox.is_closing() {
-            // Closing: only wait for the client's close reply.
-            if let Message::Close(_) = msg {
-                return ReadEnd::ClientClosed;
+        let mut next = ws.next().await;
+        let mut gathered = Vec::new();
+        let end = loop {
+            let msg = match next {
+                None => break Some(ReadEnd::Eof),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => break Some(read_error(e)),
+            };
+            client.conn.touch();
+            if client.conn.outbox.is_closing() {
+                // Closing: only wait for the client's close reply.
+                if let Message::Close(_) = msg {
+                    break Some(ReadEnd::ClientClosed);
+                }
+            } else {
+                match (msg, codec) {
+                    (Message::Text(t), Codec::Json) => gathered.push(bytes::Bytes::from(t)),
+                    (Message::Binary(b), Codec::MsgPack) => gathered.push(b),
+                    (Message::Text(_) | Message::Binary(_), _) => {
+                        break Some(ReadEnd::Close(CloseCode::UnsupportedData));
+                    }
+                    (Message::Close(_), _) => break Some(ReadEnd::ClientClosed),
+                    (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => {}
+                }
             }
-            continue;
+            if gathered.len() >= MAX_GATHERED {
+                break None;
+            }
+            // Only what is already here: never wait for more.
+            match ws.next().now_or_never() {
+                Some(more) => next = more,
+                None => break None,
+            }
+        };
+        if !gathered.is_empty() {
+            // Boxed: handling frames is a large state machine, and an idle
+            // connection should not carry its space while waiting for
+            // input.
+            if let Next::Close(code) = Box::pin(hub.on_messages(client, &gathered)).await {
+                return ReadEnd::Close(code);
+            }
         }
-        let payload = match (msg, codec) {
-            (Message::Text(t), Codec::Json) => bytes::Bytes::from(t),
-            (Message::Binary(b), Codec::MsgPack) => b,
-            (Message::Text(_) | Message::Binary(_), _) => {
-                return ReadEnd::Close(CloseCode::UnsupportedData);
-            }
-            (Message::Close(_), _) => return ReadEnd::ClientClosed,
-            (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => continue,
-        };
-        // Boxed: handling a frame is a large state machine, and an idle
-        // connection should not carry its space while waiting for input.
-        if let Next::Close(code) = Box::pin(hub.on_message(client, &payload)).await {
-            return ReadEnd::Close(code);
+        if let Some(end) = end {
+            return end;
         }
     }
 }

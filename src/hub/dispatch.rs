@@ -3,17 +3,21 @@
 //! frame to its family in `frames/`. Errors become `error` frames that
 //! carry the frame's `id` and session.
 
+use bytes::Bytes;
+
 use super::client::{Client, Next};
 use super::core::Hub;
 use super::error::{HubError, refuse};
+use super::frames::custom::{Queued, Run};
 use super::frames::join::Join;
 use super::timers::Job;
 use super::validate::validate_id;
 use crate::auth::AuthError;
 use crate::auth::limits::{FrameClass, TenantRefusal, Verdict};
 use crate::identity::Identity;
-use crate::ids::{EventId, now_ms};
+use crate::ids::{EventId, SessionId, now_ms};
 use crate::metrics as m;
+use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::ResponseBody;
 use crate::protocol::{ClientFrame, CloseCode, DecodeError, ErrorCode, ServerFrame};
 
@@ -52,8 +56,63 @@ impl Hub {
         });
     }
 
-    /// Handles one inbound data message.
-    pub async fn on_message(&self, client: &mut Client, payload: &[u8]) -> Next {
+    /// Handles inbound data messages that arrived together, in order.
+    /// `publish` frames next to each other for one session are sequenced
+    /// as one run ([`Hub::publish_run`]); every other frame is handled
+    /// alone, after the run before it.
+    pub async fn on_messages(&self, client: &mut Client, payloads: &[Bytes]) -> Next {
+        let mut run = Run::default();
+        for payload in payloads {
+            let frame = match self.admit(client, payload).await {
+                Ok(frame) => frame,
+                Err(Next::Continue) => continue,
+                Err(close) => {
+                    self.finish_run(client, &mut run).await;
+                    return close;
+                }
+            };
+            let frame = match frame {
+                ClientFrame::Publish {
+                    session,
+                    name,
+                    audience,
+                    data,
+                    id,
+                } => {
+                    let queued = Queued {
+                        name,
+                        audience,
+                        data,
+                        id,
+                    };
+                    let joins = |run: &Run, client: &Client| {
+                        let me = client.conn.identity();
+                        me.is_some_and(|me| run.admits(me, session, &queued))
+                    };
+                    if !joins(&run, client) {
+                        self.finish_run(client, &mut run).await;
+                    }
+                    if joins(&run, client) {
+                        run.push(session, queued);
+                        continue;
+                    }
+                    queued.into_frame(session)
+                }
+                frame => frame,
+            };
+            self.finish_run(client, &mut run).await;
+            if let Next::Close(code) = self.handle(client, frame).await {
+                return Next::Close(code);
+            }
+        }
+        self.finish_run(client, &mut run).await;
+        Next::Continue
+    }
+
+    /// Decodes a data message and lets it through the connection's
+    /// checks: authentication first, then the rate limits. `Err` says
+    /// what to do instead of handling a frame (refusals are answered).
+    async fn admit(&self, client: &mut Client, payload: &[u8]) -> Result<ClientFrame, Next> {
         let frame = match client.conn.codec.decode_client(payload) {
             Ok(f) => f,
             Err(e) => {
@@ -65,20 +124,20 @@ impl Hub {
                 m::frame_in_rejected(reason);
                 client.conn.send(&ServerFrame::error(code, e.to_string()));
                 if client.bad_frames > self.settings.websocket.max_bad_frames {
-                    return Next::Close(CloseCode::ProtocolViolation);
+                    return Err(Next::Close(CloseCode::ProtocolViolation));
                 }
-                return Next::Continue;
+                return Err(Next::Continue);
             }
         };
         m::frame_in(frame.name());
         if client.conn.identity().is_none() {
-            return match frame {
+            return Err(match frame {
                 ClientFrame::Auth { token } => self.authenticate(client, token.expose()).await,
                 _ => Next::Close(CloseCode::Unauthorized),
-            };
+            });
         }
         match client.limiter.check(FrameClass::of(&frame)) {
-            Verdict::Pass => {}
+            Verdict::Pass => Ok(frame),
             Verdict::Limited(retry_after) => {
                 m::limit_hit("frames");
                 client.conn.send(&ServerFrame::Error {
@@ -88,14 +147,18 @@ impl Hub {
                     session: frame.session(),
                     retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
                 });
-                return Next::Continue;
+                Err(Next::Continue)
             }
             Verdict::Abuse => {
                 m::limit_hit("abuse");
                 tracing::info!(conn = %client.conn.id, peer = %client.conn.peer, "closing a connection that keeps exceeding its rate limits");
-                return Next::Close(CloseCode::RateLimited);
+                Err(Next::Close(CloseCode::RateLimited))
             }
         }
+    }
+
+    /// Handles one admitted frame and answers it.
+    async fn handle(&self, client: &mut Client, frame: ClientFrame) -> Next {
         let id = frame.client_id().map(str::to_owned);
         let session = frame.session();
         // Checked for every frame, not only where an id is required: an
@@ -105,13 +168,57 @@ impl Hub {
             Some(Err(e)) => Err(e),
             _ => self.dispatch(client, frame).await,
         };
-        match checked {
-            Ok(()) => Next::Continue,
+        self.answer(client, id, session, checked);
+        Next::Continue
+    }
+
+    /// Publishes the run's frames, if any, and answers each.
+    async fn finish_run(&self, client: &mut Client, run: &mut Run) {
+        let Some((session, mut frames)) = run.take() else {
+            return;
+        };
+        let Some(me) = client.conn.identity().cloned() else {
+            return;
+        };
+        if frames.len() == 1 {
+            let f = frames.remove(0);
+            let outcome = self
+                .publish(
+                    client,
+                    &me,
+                    session,
+                    f.name,
+                    f.audience,
+                    f.data,
+                    f.id.clone(),
+                )
+                .await;
+            self.answer(client, f.id, Some(session), outcome);
+            return;
+        }
+        let ids: Vec<Option<ClientMsgId>> = frames.iter().map(|f| f.id.clone()).collect();
+        let outcomes = self.publish_run(client, &me, session, frames).await;
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            self.answer(client, id, Some(session), outcome);
+        }
+    }
+
+    /// Answers a handled frame: nothing more on success, the original
+    /// outcome to a resend, an `error` frame with the frame's id and
+    /// session otherwise.
+    fn answer(
+        &self,
+        client: &Client,
+        id: Option<ClientMsgId>,
+        session: Option<SessionId>,
+        outcome: Result<(), HubError>,
+    ) {
+        match outcome {
+            Ok(()) => {}
             Err(HubError::Duplicate(seen)) => {
                 if let (Some(id), Some(session)) = (id, session) {
                     self.duplicate_ack(client, session, id, seen);
                 }
-                Next::Continue
             }
             Err(e) => {
                 client.conn.send(&ServerFrame::Error {
@@ -121,7 +228,6 @@ impl Hub {
                     session,
                     retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
                 });
-                Next::Continue
             }
         }
     }

@@ -350,20 +350,40 @@ impl Sessions {
         F: FnMut(&Replica) -> Result<Event, E>,
         E: From<SessionError>,
     {
+        self.publish_checked_many(session, |g| {
+            build(g).map(|event| vec![(event, origin.clone())])
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            SessionError::Broker(BrokerError::Unavailable("not published".into())).into()
+        })
+    }
+
+    /// [`Sessions::publish_checked`] for events sequenced back to back:
+    /// `build` makes all of them from one look at the replica, and they
+    /// are published together (one broker step) or not at all. Building
+    /// none publishes nothing.
+    pub async fn publish_checked_many<F, E>(
+        &self,
+        session: &Session,
+        mut build: F,
+    ) -> Result<Vec<Arc<Published>>, E>
+    where
+        F: FnMut(&Replica) -> Result<Vec<(Event, Origin)>, E>,
+        E: From<SessionError>,
+    {
         for _ in 0..MAX_CONDITIONAL_ATTEMPTS {
-            let (event, seq) = {
+            let (events, seq) = {
                 let g = session.lock();
                 (build(&g)?, g.seq)
             };
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
             match self
                 .broker
-                .publish(
-                    session.id,
-                    event,
-                    origin.clone(),
-                    now_ms(),
-                    Condition::SeqIs(seq),
-                )
+                .publish_many(session.id, events, now_ms(), Condition::SeqIs(seq))
                 .await
             {
                 Ok(p) => {

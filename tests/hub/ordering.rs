@@ -120,3 +120,94 @@ async fn state_and_custom_seqs(c: &mut TestClient, n: usize) -> Vec<u64> {
     }
     seqs
 }
+
+fn tick(session: eva_hub::ids::SessionId, i: usize, id: &str) -> ClientFrame {
+    ClientFrame::Publish {
+        session,
+        name: "tick".into(),
+        audience: CustomAudience::All,
+        data: json!({ "i": i }),
+        id: Some(id.into()),
+    }
+}
+
+/// A renderer streams `publish` frames without waiting for answers; the
+/// hub sequences those that arrive together as one run. Each frame still
+/// gets its own answer: an ack with its seq, in the order sent, an error
+/// for a bad one (which splits the run), a duplicate ack for a repeated
+/// id. Participants see the events in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_publish_frames_are_sequenced_in_order_and_each_answered() {
+    for codec in [Codec::Json, Codec::MsgPack] {
+        let app = spawn_app().await;
+        let (id, mut r) = app.active_session(codec).await;
+        let mut p = app.connect(Role::Participant, "p", Codec::Json).await;
+        p.join(id).await;
+        let mut frames: Vec<ClientFrame> = (0..30).map(|i| tick(id, i, &format!("t{i}"))).collect();
+        frames.push(ClientFrame::Publish {
+            session: id,
+            name: "Not A Name".into(),
+            audience: CustomAudience::All,
+            data: json!({}),
+            id: Some("bad".into()),
+        });
+        // Repeats t3 inside the same burst.
+        frames.push(tick(id, 3, "t3"));
+        frames.extend((30..60).map(|i| tick(id, i, &format!("t{i}"))));
+        r.client.send_batch(&frames).await.unwrap();
+
+        let mut acks = Vec::new();
+        let (mut bad, mut dup) = (None, None);
+        while acks.len() < 60 || bad.is_none() || dup.is_none() {
+            match r.next().await {
+                ServerFrame::Ack {
+                    id: ack,
+                    seq,
+                    duplicate: false,
+                    ..
+                } if ack.starts_with('t') => {
+                    acks.push((ack, seq.expect("an ack's seq")));
+                }
+                ServerFrame::Ack {
+                    id: ack,
+                    seq,
+                    duplicate: true,
+                    ..
+                } => dup = Some((ack, seq)),
+                ServerFrame::Error {
+                    id: Some(e), code, ..
+                } => bad = Some((e, code)),
+                _ => {}
+            }
+        }
+        let ids: Vec<String> = acks.iter().map(|(a, _)| a.clone()).collect();
+        let sent: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+        assert_eq!(ids, sent, "{codec:?}: one ack per frame, in the order sent");
+        let first = acks[0].1;
+        let seqs: Vec<u64> = acks.iter().map(|(_, s)| *s).collect();
+        let expected: Vec<u64> = (first..first + 60).collect();
+        assert_eq!(seqs, expected, "{codec:?}: sequenced back to back");
+        let (bad_id, code) = bad.unwrap();
+        assert_eq!(
+            (bad_id.as_str(), code),
+            ("bad", eva_hub::protocol::ErrorCode::Invalid),
+            "{codec:?}"
+        );
+        assert_eq!(
+            dup,
+            Some(("t3".into(), Some(acks[3].1))),
+            "{codec:?}: the resend answered with the first's seq"
+        );
+
+        for i in 0..60 {
+            let (seq, event) = p.event("custom").await;
+            assert_eq!(seq, first + i as u64, "{codec:?}");
+            match event {
+                eva_hub::protocol::model::Event::Custom { data, .. } => {
+                    assert_eq!(data["i"], i, "{codec:?}: in the order sent");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@
 //! | `custom.rs` | `publish` (app-defined events) |
 //! | `directory.rs` | `list_sessions` (the tenant's sessions for a console) |
 
-mod custom;
+pub(crate) mod custom;
 mod directory;
 mod interventions;
 pub(crate) mod join;
