@@ -19,7 +19,9 @@
 //! up costs one syscall per frame and no task wake-up. Whatever the socket
 //! does not take at once (a full send buffer) is queued, and the writer
 //! takes over from there, so frames stay in order and a slow consumer is
-//! handled as before.
+//! handled as before. Several frames pushed back to back (a run of events
+//! delivered together) are *held* instead: queued without a write, then
+//! released to the writer at once, one vectored write for all of them.
 //!
 //! The lock is a `parking_lot` mutex held for a few instructions, or one
 //! non-blocking write, and never across an `.await`.
@@ -205,6 +207,33 @@ impl Outbox {
     /// Queues an event frame. `slot` names the conflation slot of
     /// conflatable kinds.
     pub fn push(&self, frame: Bytes, slot: Option<SlotKey>, accepted_us: u64) -> Pushed {
+        self.push_as(frame, slot, accepted_us, true)
+    }
+
+    /// [`Outbox::push`] for one of several frames pushed back to back:
+    /// queued without a direct write and without waking the writer, so
+    /// that [`Outbox::release`] (which the caller must call after the
+    /// last) hands them all to one vectored write instead of one syscall
+    /// each.
+    pub fn push_held(&self, frame: Bytes, slot: Option<SlotKey>, accepted_us: u64) -> Pushed {
+        self.push_as(frame, slot, accepted_us, false)
+    }
+
+    /// Wakes the writer for the frames [`Outbox::push_held`] queued.
+    pub fn release(&self) {
+        let waker = {
+            let mut q = self.queue.lock();
+            if q.items.is_empty() {
+                return;
+            }
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn push_as(&self, frame: Bytes, slot: Option<SlotKey>, accepted_us: u64, now: bool) -> Pushed {
         let len = frame.len();
         let mut q = self.queue.lock();
         if q.closing.is_some() {
@@ -227,7 +256,12 @@ impl Outbox {
                 }
             }
         }
-        let frame = match Self::try_direct(&mut q, &frame) {
+        let direct = if now {
+            Self::try_direct(&mut q, &frame)
+        } else {
+            None
+        };
+        let frame = match direct {
             Some(Direct::Sent) => {
                 Self::sample_latency(&mut q, accepted_us);
                 return outcome;
@@ -262,7 +296,7 @@ impl Outbox {
             accepted_us,
         });
         self.queued_bytes.store(q.bytes, Ordering::Relaxed);
-        let waker = q.waker.take();
+        let waker = if now { q.waker.take() } else { None };
         drop(q);
         if let Some(w) = waker {
             w.wake();
@@ -466,6 +500,39 @@ mod tests {
         assert_eq!(b.urgent.len(), 1);
         assert_eq!(tags(&b), vec![1, 2]);
         assert!(b.close.is_none());
+    }
+
+    /// A waker that notes whether it was woken.
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn held_frames_wait_for_release_and_keep_their_order() {
+        let o = Outbox::new(limits());
+        let flag = Arc::new(Flag(Default::default()));
+        let waker = Waker::from(flag.clone());
+        let mut b = Batch::default();
+        // The writer parks.
+        assert!(
+            o.poll_take(&mut Context::from_waker(&waker), &mut b)
+                .is_pending()
+        );
+        o.push_held(frame(10, 1), None, 0);
+        o.push_held(frame(10, 2), None, 0);
+        assert!(
+            !flag.0.load(Ordering::SeqCst),
+            "held frames do not wake the writer"
+        );
+        // A frame pushed the usual way meanwhile queues behind them.
+        o.push(frame(10, 3), None, 0);
+        o.release();
+        assert!(flag.0.load(Ordering::SeqCst));
+        assert_eq!(tags(&take(&o).await), vec![1, 2, 3]);
     }
 
     #[tokio::test]

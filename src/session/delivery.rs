@@ -47,19 +47,39 @@ pub(super) async fn run(session: Arc<Session>) {
             }
             std::mem::take(&mut g.deliveries)
         };
+        // Several events at once (a run a publisher streamed, or a backlog):
+        // each connection's frames are held and then written together, one
+        // vectored write per connection instead of one write per frame.
+        let events = deliveries
+            .iter()
+            .filter(|(_, d)| matches!(d, Delivery::Event(_)))
+            .count();
+        let mut held = (events > 1).then(Vec::new);
         for (n, job) in deliveries {
-            deliver(&session, n, job).await;
+            deliver(&session, n, job, held.as_mut()).await;
             session.delivered.store(n, Ordering::Release);
             session.progress.notify_waiters();
+        }
+        if let Some(mut conns) = held {
+            conns.sort_unstable_by_key(Arc::as_ptr);
+            conns.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            for c in conns {
+                c.outbox.release();
+            }
         }
     }
 }
 
-async fn deliver(session: &Session, n: u64, job: Delivery) {
+/// Connections with frames pushed by [`Outbox::push_held`], to release.
+///
+/// [`Outbox::push_held`]: crate::connection::outbox::Outbox::push_held
+type Held = Vec<Arc<ConnHandle>>;
+
+async fn deliver(session: &Session, n: u64, job: Delivery, held: Option<&mut Held>) {
     match job {
         Delivery::Event(p) => {
             let recipients = session.lock().recipients(n, &p);
-            fan_out(&p, recipients).await;
+            fan_out(&p, recipients, held).await;
         }
         Delivery::Send(conn, frame) => {
             conn.outbox.push(frame, None, 0);
@@ -94,7 +114,11 @@ async fn deliver(session: &Session, n: u64, job: Delivery) {
 /// One event to its recipients (renderers first: whatever an operator just
 /// did, the renderer is the one that has to act on it). The frame is
 /// encoded once per codec; each recipient gets a `Bytes` clone.
-async fn fan_out(p: &Arc<Published>, mut recipients: Vec<(Arc<ConnHandle>, Option<u32>)>) {
+async fn fan_out(
+    p: &Arc<Published>,
+    mut recipients: Vec<(Arc<ConnHandle>, Option<u32>)>,
+    held: Option<&mut Held>,
+) {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let mut helper = None;
     if recipients.len() >= PARALLEL_FROM && workers > 1 {
@@ -103,9 +127,9 @@ async fn fan_out(p: &Arc<Published>, mut recipients: Vec<(Arc<ConnHandle>, Optio
         // in order.
         let rest = recipients.split_off(recipients.len() / 2);
         let p = p.clone();
-        helper = Some(tokio::spawn(async move { push_all(&p, &rest).await }));
+        helper = Some(tokio::spawn(async move { push_all(&p, &rest, None).await }));
     }
-    let mut totals = push_all(p, &recipients).await;
+    let mut totals = push_all(p, &recipients, held).await;
     if let Some(h) = helper
         && let Ok(more) = h.await
     {
@@ -118,9 +142,14 @@ async fn fan_out(p: &Arc<Published>, mut recipients: Vec<(Arc<ConnHandle>, Optio
     }
 }
 
-/// Pushes `p` to each connection, yielding every [`YIELD_EVERY`] pushes.
+/// Pushes `p` to each connection, yielding every [`YIELD_EVERY`] pushes;
+/// with `held`, holds the frames and notes the connections to release.
 /// Returns (recipients, conflated).
-async fn push_all(p: &Published, conns: &[(Arc<ConnHandle>, Option<u32>)]) -> (usize, u64) {
+async fn push_all(
+    p: &Published,
+    conns: &[(Arc<ConnHandle>, Option<u32>)],
+    mut held: Option<&mut Held>,
+) -> (usize, u64) {
     let slot: Option<SlotKey> = p.event.conflation_slot().map(|s| (p.session, s));
     let (mut recipients, mut conflated) = (0, 0);
     for (i, (conn, compact)) in conns.iter().enumerate() {
@@ -128,7 +157,14 @@ async fn push_all(p: &Published, conns: &[(Arc<ConnHandle>, Option<u32>)]) -> (u
             tokio::task::yield_now().await;
         }
         let frame = p.frame_for(conn.codec, *compact).clone();
-        match conn.outbox.push(frame, slot, p.accepted_us) {
+        let pushed = match held.as_deref_mut() {
+            Some(held) => {
+                held.push(conn.clone());
+                conn.outbox.push_held(frame, slot, p.accepted_us)
+            }
+            None => conn.outbox.push(frame, slot, p.accepted_us),
+        };
+        match pushed {
             Pushed::Queued => {}
             Pushed::Conflated => conflated += 1,
             Pushed::Overflow => m::slow_consumer(),
