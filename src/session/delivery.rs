@@ -63,7 +63,10 @@ pub(super) async fn run(session: Arc<Session>) {
         if let Some(mut conns) = held {
             conns.sort_unstable_by_key(Arc::as_ptr);
             conns.dedup_by(|a, b| Arc::ptr_eq(a, b));
-            for c in conns {
+            for (i, c) in conns.iter().enumerate() {
+                if i > 0 && i % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
                 c.outbox.release();
             }
         }
