@@ -1,7 +1,7 @@
-//! Two hub nodes sharing one session through the Redis broker: a renderer
-//! publishes on node A, participants listen on A (same node) and on B
-//! (cross node). The cross-node hop is B's latency minus A's at each
-//! percentile: what the Redis round trip and B's track add.
+//! Two or three hub nodes sharing one session through the Redis broker: a
+//! renderer publishes on node A, participants listen on A (same node) and
+//! on B (and C) (cross node). The cross-node hop is B's latency minus A's
+//! at each percentile: what the Redis round trip and B's track add.
 //!
 //! The fan-out itself is [`engine::run_across`]; this module starts the
 //! nodes, reads the counters of the processes around the measured window
@@ -23,24 +23,27 @@ pub const PUBLISH_COUNT: &str = "eva_redis_publish_seconds_count";
 /// Seconds those scripts took, round trip included.
 pub const PUBLISH_SUM: &str = "eva_redis_publish_seconds_sum";
 
-/// How to start the two nodes.
+/// How to start the nodes.
 #[derive(Clone, Debug)]
 pub struct NodesSpec {
     pub binary: PathBuf,
     /// `taskset -c` lists of node A and node B; `None` runs unpinned.
     pub a_cpus: Option<String>,
     pub b_cpus: Option<String>,
+    /// Starts a third node, C, on node B's CPUs.
+    pub three: bool,
     /// `redis://host:port`.
     pub redis_url: String,
     /// Extra environment for both nodes.
     pub env: Vec<(String, String)>,
 }
 
-/// Two running nodes, their shared SQLite store and their logs.
+/// The running nodes, their shared SQLite store and their logs.
 #[derive(Debug)]
 pub struct Nodes {
     pub a: Hub,
     pub b: Hub,
+    pub c: Option<Hub>,
     /// The Redis key prefix only these nodes use.
     pub prefix: String,
     /// Holds the store (`hub.db`) and the logs (`node-a.log`, `node-b.log`).
@@ -97,7 +100,17 @@ impl Nodes {
         };
         let a = Hub::spawn(&node("a", &spec.a_cpus)).await?;
         let b = Hub::spawn(&node("b", &spec.b_cpus)).await?;
-        Ok(Nodes { a, b, prefix, dir })
+        let c = match spec.three {
+            true => Some(Hub::spawn(&node("c", &spec.b_cpus)).await?),
+            false => None,
+        };
+        Ok(Nodes {
+            a,
+            b,
+            c,
+            prefix,
+            dir,
+        })
     }
 
     pub fn log(&self, name: &str) -> PathBuf {
@@ -112,6 +125,8 @@ pub struct ClusterOutcome {
     pub same: Outcome,
     /// Subscribers on node B.
     pub cross: Outcome,
+    /// Subscribers on node C, when it runs.
+    pub third: Option<Outcome>,
     /// Publish scripts each node ran over the measured window.
     pub publishes_a: Option<f64>,
     pub publishes_b: Option<f64>,
@@ -137,7 +152,16 @@ fn at(h: &Histogram<u64>, q: f64) -> i64 {
 impl ClusterOutcome {
     /// B's latency minus A's at p50, p99, p99.9 and max, µs.
     pub fn hop_us(&self) -> [i64; 4] {
-        POINTS.map(|(_, q)| at(&self.cross.latency, q) - at(&self.same.latency, q))
+        self.hop_to(&self.cross)
+    }
+
+    /// The same for node C, when it runs.
+    pub fn hop_c_us(&self) -> Option<[i64; 4]> {
+        self.third.as_ref().map(|c| self.hop_to(c))
+    }
+
+    fn hop_to(&self, other: &Outcome) -> [i64; 4] {
+        POINTS.map(|(_, q)| at(&other.latency, q) - at(&self.same.latency, q))
     }
 
     fn per_s(&self, n: Option<f64>) -> Option<f64> {
@@ -157,13 +181,21 @@ impl ClusterOutcome {
                 "hub_rss_bytes": o.hub_rss_bytes,
             })
         };
-        let hop = self.hop_us();
+        let hops = |hop: [i64; 4]| {
+            POINTS
+                .iter()
+                .zip(hop)
+                .map(|((n, _), v)| (n.to_string(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        };
         json!({
             "plan": plan,
             "window_s": self.same.window.as_secs_f64(),
             "same_node": group(&self.same),
             "cross_node": group(&self.cross),
-            "cross_node_hop_us": POINTS.iter().zip(hop).map(|((n, _), v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "cross_node_hop_us": hops(self.hop_us()),
+            "third_node": self.third.as_ref().map(group),
+            "third_node_hop_us": self.hop_c_us().map(hops),
             "redis_publishes": { "a": self.publishes_a, "b": self.publishes_b },
             "redis_publishes_per_s": { "a": self.per_s(self.publishes_a), "b": self.per_s(self.publishes_b) },
             "node_a_mean_publish_round_trip_us": self.publish_rtt_a_us,
@@ -229,7 +261,13 @@ async fn redis_cpu(addr: &str) -> Option<f64> {
 /// Runs `plan` (one session is the intended use) with the renderer on
 /// `a` and `plan.participants` participants on each of `a` and `b`.
 /// `redis_url` is read for Redis's CPU.
-pub async fn run(a: &Hub, b: &Hub, redis_url: &str, plan: &Plan) -> anyhow::Result<ClusterOutcome> {
+pub async fn run(
+    a: &Hub,
+    b: &Hub,
+    c: Option<&Hub>,
+    redis_url: &str,
+    plan: &Plan,
+) -> anyhow::Result<ClusterOutcome> {
     let addr = redis_addr(redis_url)?;
     let me = std::process::id();
     let gauges = || -> futures_util::future::LocalBoxFuture<'static, Vec<f64>> {
@@ -255,17 +293,21 @@ pub async fn run(a: &Hub, b: &Hub, redis_url: &str, plan: &Plan) -> anyhow::Resu
             ]
         })
     };
-    let mut across = engine::run_across(a, &[a, b], plan, Some(&gauges)).await?;
+    let mut join_on = vec![a, b];
+    join_on.extend(c);
+    let mut across = engine::run_across(a, &join_on, plan, Some(&gauges)).await?;
     let g = |k: usize| across.gauges.get(k).copied().filter(|v| v.is_finite());
     let (publishes_a, publishes_b, redis_cpu_s, generator_cpu_s) = (g(0), g(1), g(2), g(3));
     let publish_rtt_a_us = g(4)
         .zip(publishes_a)
         .and_then(|(secs, n)| (n > 0.0).then(|| secs / n * 1e6));
+    let third = (across.groups.len() > 2).then(|| across.groups.remove(2));
     let cross = across.groups.remove(1);
     let same = across.groups.remove(0);
     Ok(ClusterOutcome {
         same,
         cross,
+        third,
         publishes_a,
         publishes_b,
         publish_rtt_a_us,

@@ -151,7 +151,7 @@ fn cluster_same_and_cross_node_subscribers_lose_nothing() {
             stamp_sent: false,
             msgpack: false,
         };
-        let o = eva_load::cluster::run(&a, &b, &redis_url(), &plan)
+        let o = eva_load::cluster::run(&a, &b, None, &redis_url(), &plan)
             .await
             .unwrap();
         for (name, g) in [("same node", &o.same), ("cross node", &o.cross)] {

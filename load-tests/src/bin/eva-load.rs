@@ -102,9 +102,9 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         every_ms: u64,
     },
-    /// g. Two hub nodes on one Redis: a renderer on node A, N participants
-    /// on A and N on B; same-node vs cross-node latency and the hop.
-    /// Node A runs on --hub-cpus; node B on --node-b-cpus.
+    /// g. Two (or three) hub nodes on one Redis: a renderer on node A, N
+    /// participants on each node; same-node vs cross-node latency and the
+    /// hop. Node A runs on --hub-cpus; nodes B and C on --node-b-cpus.
     Cluster {
         /// Events per second (the first rate of a sweep is --rates).
         #[arg(long, default_value_t = 1000.0)]
@@ -134,6 +134,10 @@ enum Scenario {
         node_b_cpus: String,
         #[arg(long, default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
+        /// Hub nodes: 2 (A and B) or 3 (C beside B, with its own
+        /// participants).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+        nodes: u8,
     },
     /// f. A reconnect storm: every client drops and resumes within a window.
     Storm {
@@ -467,6 +471,7 @@ async fn cluster(
     payload: usize,
     node_b_cpus: &str,
     redis_url: &str,
+    nodes: u8,
 ) -> anyhow::Result<()> {
     use eva_load::cluster::{self, Nodes, NodesSpec, TABLE_HEAD};
     if cli.hub.hub.is_some() {
@@ -481,6 +486,7 @@ async fn cluster(
             .unwrap_or_else(Spawn::release_binary),
         a_cpus: pin(&cli.hub.hub_cpus),
         b_cpus: pin(node_b_cpus),
+        three: nodes == 3,
         redis_url: redis_url.to_owned(),
         env: hub_env(&cli.hub)?,
     };
@@ -516,14 +522,30 @@ async fn cluster(
             nodes.prefix,
             nodes.dir.display()
         );
-        let o = cluster::run(&nodes.a, &nodes.b, redis_url, &plan).await?;
+        let o = cluster::run(&nodes.a, &nodes.b, nodes.c.as_ref(), redis_url, &plan).await?;
         let hop = o.hop_us();
         eprintln!(
             "rate {rate}/s: A lost {} B lost {}, hop p99 {} µs",
             o.same.totals.lost, o.cross.totals.lost, hop[1]
         );
         let mut j = o.json(&plan);
-        for name in ["a", "b"] {
+        if let (Some(c), Some(hop)) = (&o.third, o.hop_c_us()) {
+            let t = &c.totals;
+            notes.push(format!(
+                "- {rate}/s: node C lost / dup / reord {} / {} / {}, e2e p99 {} µs, hop (C − A) p99 {} µs",
+                t.lost,
+                t.duplicated,
+                t.reordered,
+                c.latency.value_at_quantile(0.99),
+                hop[1]
+            ));
+        }
+        let names: &[&str] = if nodes.c.is_some() {
+            &["a", "b", "c"]
+        } else {
+            &["a", "b"]
+        };
+        for &name in names {
             let (n, tail) = cluster::log_warnings(&nodes.log(name));
             if n > 0 {
                 notes.push(format!(
@@ -634,9 +656,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 save("idle", &label, &serde_json::to_value(&o)?, &md, &[])
             }
-            Scenario::Cluster { rate, participants, duration_s, warmup_s, payload, sweep, rates, node_b_cpus, redis_url } => {
+            Scenario::Cluster { rate, participants, duration_s, warmup_s, payload, sweep, rates, node_b_cpus, redis_url, nodes } => {
                 let rates = if *sweep { rates.clone() } else { vec![*rate] };
-                cluster(&cli, &rates, *participants, *duration_s, *warmup_s, *payload, node_b_cpus, redis_url).await
+                cluster(&cli, &rates, *participants, *duration_s, *warmup_s, *payload, node_b_cpus, redis_url, *nodes).await
             }
             Scenario::Storm { clients, window_s, rate, sources } => {
                 let hub = hub(&cli.hub).await?;
