@@ -607,6 +607,10 @@ mod tests {
     #[tokio::test]
     async fn released_frames_are_written_together_by_the_releaser() {
         use tokio::io::AsyncReadExt;
+        // A write counts its bytes: the recorder must be installed before
+        // the metric handles are first made, or the first-scrape test in
+        // this binary finds them missing.
+        crate::metrics::install_exporter();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());

@@ -1,7 +1,8 @@
-//! A connection's frames, one at a time and in order: decoding, the
-//! first-frame `auth`, rate limits, and one short match that routes each
-//! frame to its family in `frames/`. Errors become `error` frames that
-//! carry the frame's `id` and session.
+//! A connection's frames, in order: decoding, the first-frame `auth`, rate
+//! limits, and one short match that routes each frame to its family in
+//! `frames/`. Frames are handled one at a time, except that `publish`
+//! frames arriving together for one session are sequenced as one run.
+//! Errors become `error` frames that carry the frame's `id` and session.
 
 use bytes::Bytes;
 
