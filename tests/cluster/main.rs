@@ -237,6 +237,55 @@ async fn backend(
     out
 }
 
+/// An operator streaming `publish` frames: bursts of `burst` frames in
+/// one flush (so they reach its node together and are sequenced in runs),
+/// each burst's answers awaited before the next. Returns each frame's
+/// result as [`backend`] does.
+async fn stream_publishes(
+    mut op: Peer,
+    session: SessionId,
+    src: &'static str,
+    n: usize,
+    burst: usize,
+) -> Vec<(usize, Result<u64, String>)> {
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(burst) {
+        let frames: Vec<ClientFrame> = (start..(start + burst).min(n))
+            .map(|i| ClientFrame::Publish {
+                session,
+                name: "tick".into(),
+                audience: eva_hub::protocol::model::CustomAudience::All,
+                data: json!({ "src": src, "i": i }),
+                id: Some(format!("{src}-{i}")),
+            })
+            .collect();
+        if let Err(e) = op.client.send_batch(&frames).await {
+            panic!("{}: send failed: {e}", op.label);
+        }
+        let mut answered = BTreeMap::new();
+        while answered.len() < frames.len() {
+            let (id, result) = match op.next().await {
+                ServerFrame::Ack { id, seq, .. } => (id, seq.ok_or_else(|| "no seq".to_owned())),
+                ServerFrame::Error {
+                    id: Some(id),
+                    message,
+                    ..
+                } => (id, Err(message)),
+                _ => continue,
+            };
+            if let Some(i) = id
+                .strip_prefix(&format!("{src}-"))
+                .and_then(|i| i.parse().ok())
+            {
+                answered.insert(i, result);
+            }
+        }
+        out.extend(answered);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out
+}
+
 fn check_published(who: &str, results: &[(usize, Result<u64, String>)]) -> BTreeMap<usize, u64> {
     let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     assert!(
@@ -405,7 +454,8 @@ const STATES: i32 = 300;
 const TICKS: usize = 300;
 
 /// Renderer on A pushing state every 10 ms while backends publish through
-/// REST on B and C; operators on every node, participants in both codecs;
+/// REST on B and C and an operator on B streams bursts of `publish` frames;
+/// operators on every node, participants in both codecs;
 /// optionally `CLIENT KILL TYPE pubsub` on `kill` three times meanwhile.
 async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr>) {
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -436,6 +486,11 @@ async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr
     });
     let on_b = tokio::spawn(backend(b.rest.clone(), session, "b", 0, TICKS));
     let on_c = tokio::spawn(backend(c.rest.clone(), session, "c", 0, TICKS));
+    // An operator on B streams bursts of `publish` frames, sequenced in
+    // runs between everyone else's events.
+    let mut streamer = b.connect(Role::Operator, "streamer", Codec::Json).await;
+    streamer.join_fresh(session).await;
+    let streamed = tokio::spawn(stream_publishes(streamer, session, "ops", TICKS, 25));
     let killer = kill.map(|addr| {
         tokio::spawn(async move {
             let mut killed = Vec::new();
@@ -449,6 +504,7 @@ async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr
     let (_r, pushed) = renderer_task.await.expect("renderer task");
     let on_b = on_b.await.expect("backend B");
     let on_c = on_c.await.expect("backend C");
+    let streamed = streamed.await.expect("streaming operator");
     let traffic = started.elapsed();
     if let Some(k) = killer {
         let killed = k.await.expect("killer task");
@@ -462,8 +518,8 @@ async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr
     }
     pushed.check("renderer on A", STATES as usize);
     let mut ticks = BTreeMap::new();
-    for (src, res) in [("b", &on_b), ("c", &on_c)] {
-        for (i, seq) in check_published(&format!("backend on {src}"), res) {
+    for (src, res) in [("b", &on_b), ("c", &on_c), ("ops", &streamed)] {
+        for (i, seq) in check_published(&format!("publisher {src}"), res) {
             ticks.insert((src.to_owned(), i), seq);
         }
     }
@@ -478,7 +534,7 @@ async fn ordered_traffic(book: &LogBook, nodes: &[Node], kill: Option<SocketAddr
     }
     let report = check_stream(&recs, marker, &pushed.acks, &ticks);
     eprintln!(
-        "traffic took {traffic:?}: {} states + {} REST events, marker at seq {marker}; {} watchers",
+        "traffic took {traffic:?}: {} states + {} custom events (REST and streamed), marker at seq {marker}; {} watchers",
         pushed.acks.len(),
         ticks.len(),
         report.lines().count() - 1
