@@ -580,27 +580,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn held_frames_wait_for_release_and_keep_their_order() {
-        let o = Outbox::new(limits());
+    impl Flag {
+        fn woken(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Parks the writer of `o` on a waker that notes being woken.
+    fn park_writer(o: &Outbox) -> Arc<Flag> {
         let flag = Arc::new(Flag(Default::default()));
         let waker = Waker::from(flag.clone());
         let mut b = Batch::default();
-        // The writer parks.
         assert!(
             o.poll_take(&mut Context::from_waker(&waker), &mut b)
                 .is_pending()
         );
+        flag
+    }
+
+    #[tokio::test]
+    async fn held_frames_wait_for_release_and_keep_their_order() {
+        let o = Outbox::new(limits());
+        let flag = park_writer(&o);
         o.push_held(frame(10, 1), None, 0);
         o.push_held(frame(10, 2), None, 0);
-        assert!(
-            !flag.0.load(Ordering::SeqCst),
-            "held frames do not wake the writer"
-        );
+        assert!(!flag.woken(), "held frames do not wake the writer");
         // A frame pushed the usual way meanwhile queues behind them.
         o.push(frame(10, 3), None, 0);
         o.release();
-        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(flag.woken());
         assert_eq!(tags(&take(&o).await), vec![1, 2, 3]);
     }
 
@@ -617,21 +625,12 @@ mod tests {
         let (_rd, wr) = accepted.unwrap().0.into_split();
         let o = Outbox::new(limits());
         o.attach_socket(Arc::new(wr));
-        let flag = Arc::new(Flag(Default::default()));
-        let waker = Waker::from(flag.clone());
-        let mut b = Batch::default();
-        assert!(
-            o.poll_take(&mut Context::from_waker(&waker), &mut b)
-                .is_pending()
-        );
+        let flag = park_writer(&o);
         for tag in 1..=3 {
             o.push_held(frame(4, tag), None, 0);
         }
         o.release();
-        assert!(
-            !flag.0.load(Ordering::SeqCst),
-            "the writer had nothing left to do"
-        );
+        assert!(!flag.woken(), "the writer had nothing left to do");
         assert_eq!(o.queued_bytes(), 0);
         let mut got = [0u8; 12];
         client.unwrap().read_exact(&mut got).await.unwrap();

@@ -86,18 +86,16 @@ impl Hub {
                         data,
                         id,
                     };
-                    let joins = |run: &Run, client: &Client| {
-                        let me = client.conn.identity();
-                        me.is_some_and(|me| run.admits(me, session, &queued))
-                    };
-                    if !joins(&run, client) {
-                        self.finish_run(client, &mut run).await;
-                    }
-                    if joins(&run, client) {
+                    let me = client.conn.identity();
+                    if !me.is_some_and(|me| queued.may_join_a_run(me)) {
+                        queued.into_frame(session)
+                    } else {
+                        if !run.fits(session, &queued) {
+                            self.finish_run(client, &mut run).await;
+                        }
                         run.push(session, queued);
                         continue;
                     }
-                    queued.into_frame(session)
                 }
                 frame => frame,
             };
@@ -175,28 +173,12 @@ impl Hub {
 
     /// Publishes the run's frames, if any, and answers each.
     async fn finish_run(&self, client: &mut Client, run: &mut Run) {
-        let Some((session, mut frames)) = run.take() else {
+        let Some((session, frames)) = run.take() else {
             return;
         };
         let Some(me) = client.conn.identity().cloned() else {
             return;
         };
-        if frames.len() == 1 {
-            let f = frames.remove(0);
-            let outcome = self
-                .publish(
-                    client,
-                    &me,
-                    session,
-                    f.name,
-                    f.audience,
-                    f.data,
-                    f.id.clone(),
-                )
-                .await;
-            self.answer(client, f.id, Some(session), outcome);
-            return;
-        }
         let ids: Vec<Option<ClientMsgId>> = frames.iter().map(|f| f.id.clone()).collect();
         let outcomes = self.publish_run(client, &me, session, frames).await;
         for (id, outcome) in ids.into_iter().zip(outcomes) {

@@ -31,6 +31,15 @@ pub(crate) struct Queued {
 }
 
 impl Queued {
+    /// Whether the frame may be sequenced in a run. Frames the hub would
+    /// refuse on their own (a participant's, a bad name or id) are
+    /// handled alone, so each gets its own answer.
+    pub(crate) fn may_join_a_run(&self, me: &Identity) -> bool {
+        me.role != Role::Participant
+            && validate_event_name(&self.name).is_ok()
+            && self.id.as_deref().is_none_or(|id| validate_id(id).is_ok())
+    }
+
     /// The frame again, to be handled on its own.
     pub(crate) fn into_frame(self, session: SessionId) -> ClientFrame {
         ClientFrame::Publish {
@@ -56,21 +65,17 @@ impl Run {
     /// one connection holds the session's sequencing.
     const MAX: usize = 256;
 
-    /// Whether `frame` can join the run; a frame that cannot is handled
-    /// after the run, alone or in the next one. Frames the hub would
-    /// refuse on their own (a participant's, a bad name or id) never
-    /// join, so each gets its own answer.
-    pub(crate) fn admits(&self, me: &Identity, session: SessionId, frame: &Queued) -> bool {
-        me.role != Role::Participant
-            && self.frames.len() < Self::MAX
+    /// Whether `frame` fits in this run; a frame that does not starts the
+    /// next one.
+    pub(crate) fn fits(&self, session: SessionId, frame: &Queued) -> bool {
+        self.frames.len() < Self::MAX
             && self.session.is_none_or(|s| s == session)
-            && validate_event_name(&frame.name).is_ok()
-            && frame.id.as_deref().is_none_or(|id| {
-                validate_id(id).is_ok()
-                    // A repeated id answers as a duplicate of the first,
-                    // which needs the first sequenced.
-                    && !self.frames.iter().any(|f| f.id.as_deref() == Some(id))
-            })
+            // A repeated id answers as a duplicate of the first, which
+            // needs the first sequenced.
+            && frame
+                .id
+                .as_deref()
+                .is_none_or(|id| !self.frames.iter().any(|f| f.id.as_deref() == Some(id)))
     }
 
     pub(crate) fn push(&mut self, session: SessionId, frame: Queued) {
@@ -134,10 +139,11 @@ impl Hub {
 }
 
 impl Hub {
-    /// Sequences a run of `publish` frames (all admitted by [`Run::admits`])
-    /// as one: each is checked against the replica as `publish` checks it,
-    /// and those that pass are published back to back in one broker step.
-    /// Returns each frame's outcome, in order.
+    /// Sequences a run of `publish` frames (each of which
+    /// [`Queued::may_join_a_run`]) as one: each is checked against the
+    /// replica as `publish` checks it, and those that pass are published
+    /// back to back in one broker step. Returns each frame's outcome, in
+    /// order. A run of one is published as `publish` does.
     ///
     /// When the run as a whole is refused (not joined, a replaced
     /// renderer, an ended session, a stream too busy to catch), nothing
@@ -152,8 +158,10 @@ impl Hub {
         session: SessionId,
         frames: Vec<Queued>,
     ) -> Vec<Result<(), HubError>> {
-        let Ok(s) = client.joined(session) else {
-            return self.publish_each(client, me, session, frames).await;
+        let s = match client.joined(session) {
+            Ok(s) if frames.len() > 1 => s,
+            // A run of one is a frame on its own.
+            _ => return self.publish_each(client, me, session, frames).await,
         };
         let conn = client.conn.clone();
         let renderer = me.role == Role::Renderer;
