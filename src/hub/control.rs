@@ -52,7 +52,7 @@ impl Hub {
             .publish(
                 s,
                 Event::Alert {
-                    alert: alert.clone(),
+                    alert: Box::new(alert.clone()),
                 },
                 Origin::hub(),
             )

@@ -256,7 +256,13 @@ impl Hub {
             if let Some(metrics) = metrics {
                 let _ = self
                     .sessions
-                    .publish(&s, Event::Metrics { metrics }, Origin::hub())
+                    .publish(
+                        &s,
+                        Event::Metrics {
+                            metrics: Box::new(metrics),
+                        },
+                        Origin::hub(),
+                    )
                     .await;
             }
             if let Some(counters) = counters {

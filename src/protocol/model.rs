@@ -487,10 +487,13 @@ pub enum Event {
         participant_name: Option<String>,
         text: String,
     },
-    Response(ResponseBody),
+    // Responses, metrics and alerts are boxed: they are twice the size of
+    // the common events, and every event kept in a session's history
+    // would otherwise carry their size.
+    Response(Box<ResponseBody>),
     /// A renderer response held back because an operator controls the
     /// session. Operators only; `approve` publishes it as a `response`.
-    ResponseHeld(ResponseBody),
+    ResponseHeld(Box<ResponseBody>),
     Takeover {
         intervention_id: EventId,
         operator_id: String,
@@ -530,10 +533,10 @@ pub enum Event {
         reason: Option<String>,
     },
     Metrics {
-        metrics: RendererMetrics,
+        metrics: Box<RendererMetrics>,
     },
     Alert {
-        alert: Alert,
+        alert: Box<Alert>,
     },
     AlertAck {
         alert_id: EventId,
@@ -687,7 +690,7 @@ mod tests {
                 text: "x".into(),
             },
             Event::Metrics {
-                metrics: RendererMetrics::default(),
+                metrics: Box::default(),
             },
             Event::AlertAck {
                 alert_id: EventId::new(),

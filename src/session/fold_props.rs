@@ -193,8 +193,8 @@ fn event() -> impl Strategy<Value = Event> {
                 text,
             }
         }),
-        response().prop_map(Event::Response),
-        response().prop_map(Event::ResponseHeld),
+        response().prop_map(|r| Event::Response(Box::new(r))),
+        response().prop_map(|r| Event::ResponseHeld(Box::new(r))),
         (id(4), op()).prop_map(|(intervention_id, operator_id)| Event::Takeover {
             intervention_id,
             operator_id,
@@ -238,10 +238,12 @@ fn event() -> impl Strategy<Value = Event> {
                 reason,
             }
         ),
-        metrics().prop_map(|metrics| Event::Metrics { metrics }),
+        metrics().prop_map(|metrics| Event::Metrics {
+            metrics: Box::new(metrics),
+        }),
         (id(5), any::<bool>(), text(), json()).prop_map(|(alert_id, severe, title, metadata)| {
             Event::Alert {
-                alert: Alert {
+                alert: Box::new(Alert {
                     alert_id,
                     alert_type: AlertType::MetricThreshold,
                     severity: if severe {
@@ -254,7 +256,7 @@ fn event() -> impl Strategy<Value = Event> {
                     component: None,
                     metadata,
                     created_at: 1_700_000_000_000,
-                },
+                }),
             }
         }),
         (id(5), op()).prop_map(|(alert_id, by)| Event::AlertAck { alert_id, by }),

@@ -618,7 +618,7 @@ impl Replica {
                 if self.held.len() >= self.limits.held_responses_max {
                     self.held.pop_front();
                 }
-                self.held.push_back(body.clone());
+                self.held.push_back((**body).clone());
             }
             Event::Takeover {
                 intervention_id,
@@ -679,7 +679,7 @@ impl Replica {
             Event::Suggestion { .. } | Event::Correction { .. } => {
                 self.counters.operator_interventions += 1;
             }
-            Event::Metrics { metrics } => self.metrics = Some(metrics.clone()),
+            Event::Metrics { metrics } => self.metrics = Some((**metrics).clone()),
             Event::Alert { alert } => {
                 if matches!(
                     alert.severity,
@@ -691,7 +691,7 @@ impl Replica {
                 if self.open_alerts.len() >= self.limits.recent_refs_max {
                     self.open_alerts.pop_front();
                 }
-                self.open_alerts.push_back(alert.clone());
+                self.open_alerts.push_back((**alert).clone());
             }
             Event::AlertAck { alert_id, .. } => {
                 self.open_alerts.retain(|a| a.alert_id != *alert_id);

@@ -402,7 +402,7 @@ mod tests {
                 origin("p-1", Some(Role::Participant), Some("q-1")),
             ),
             (
-                Event::Response(response(EventId::new(), Some(question_id))),
+                Event::Response(Box::new(response(EventId::new(), Some(question_id)))),
                 origin("gpu-7", Some(Role::Renderer), Some("r-3")),
             ),
             (
@@ -414,7 +414,7 @@ mod tests {
                 origin("op-1", Some(Role::Operator), Some("o-1")),
             ),
             (
-                Event::ResponseHeld(response(EventId::new(), None)),
+                Event::ResponseHeld(Box::new(response(EventId::new(), None))),
                 origin("gpu-7", Some(Role::Renderer), Some("r-4")),
             ),
             (
@@ -427,7 +427,7 @@ mod tests {
             ),
             (
                 Event::Metrics {
-                    metrics: RendererMetrics {
+                    metrics: Box::new(RendererMetrics {
                         latency_ms: Some(180.5),
                         cpu_usage: Some(0.42),
                         // Misparsed by an ulp without serde_json's
@@ -436,13 +436,13 @@ mod tests {
                         fps: Some(30.0),
                         component: Some("speech_recognition".into()),
                         ..RendererMetrics::default()
-                    },
+                    }),
                 },
                 origin("gpu-7", Some(Role::Renderer), None),
             ),
             (
                 Event::Alert {
-                    alert: Alert {
+                    alert: Box::new(Alert {
                         alert_id: EventId::new(),
                         alert_type: AlertType::MetricThreshold,
                         severity: Severity::Warning,
@@ -451,7 +451,7 @@ mod tests {
                         component: Some("renderer".into()),
                         metadata: serde_json::json!({"value": 180.5}),
                         created_at: 1_700_000_000_000,
-                    },
+                    }),
                 },
                 hub(),
             ),

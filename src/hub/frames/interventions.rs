@@ -205,7 +205,7 @@ impl Hub {
                     .iter()
                     .find(|h| h.response_id == response_id)
                     .ok_or_else(|| refuse(ErrorCode::UnknownReference, "no such held response"))?;
-                Ok(Event::Response(held.clone()))
+                Ok(Event::Response(Box::new(held.clone())))
             })
             .await?;
         self.ack_now(client, id, &s, &p).await;

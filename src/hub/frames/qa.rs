@@ -129,9 +129,9 @@ impl Hub {
                 // answers are held for operators; answers that carry out an
                 // operator command pass.
                 if g.controller.is_some() && body.command_id.is_none() {
-                    Ok(Event::ResponseHeld(body.clone()))
+                    Ok(Event::ResponseHeld(Box::new(body.clone())))
                 } else {
-                    Ok(Event::Response(body.clone()))
+                    Ok(Event::Response(Box::new(body.clone())))
                 }
             })
             .await;
