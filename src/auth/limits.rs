@@ -67,6 +67,16 @@ impl Drop for Slot {
     }
 }
 
+/// Keeps `slot`, if one was taken, with a connection's others. Exactly
+/// sized: every connection carries this list for its whole life, and most
+/// hold none or one.
+pub fn hold(slots: &mut Vec<Slot>, slot: Option<Slot>) {
+    if let Some(slot) = slot {
+        slots.reserve_exact(1);
+        slots.push(slot);
+    }
+}
+
 /// Why a connection was not admitted for its tenant.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TenantRefusal {

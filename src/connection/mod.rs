@@ -94,7 +94,7 @@ impl ConnHandle {
 const MAX_IOV: usize = 128;
 
 /// Runs the writer until the outbox closes or the socket fails.
-pub async fn write_loop(wr: Arc<OwnedWriteHalf>, outbox: Arc<Outbox>) -> std::io::Result<()> {
+pub async fn write_loop(wr: &OwnedWriteHalf, outbox: &Outbox) -> std::io::Result<()> {
     let mut batch = Batch::default();
     let mut batches: u64 = 0;
     loop {
@@ -103,14 +103,33 @@ pub async fn write_loop(wr: Arc<OwnedWriteHalf>, outbox: Arc<Outbox>) -> std::io
             .items
             .iter()
             .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us));
-        let close = batch.close.take();
-        if let Some(Some(frame)) = &close {
-            batch.items.push_back(outbox::Item {
-                frame: Some(frame.clone()),
-                accepted_us: 0,
-            });
+        // The last batch: its close frame (if any) goes out after it.
+        let last = match batch.close.take() {
+            Some(frame) => {
+                if let Some(frame) = frame {
+                    batch.items.push_back(outbox::Item {
+                        frame: Some(frame),
+                        accepted_us: 0,
+                    });
+                }
+                true
+            }
+            None => false,
+        };
+        // Replaced frames leave holes; drop them first so every remaining
+        // item has bytes.
+        batch.items.retain(|i| i.frame.is_some());
+        let mut written = 0;
+        loop {
+            written += write_ready(wr, &mut batch)?;
+            if batch.is_empty() {
+                break;
+            }
+            // Boxed: a readiness wait is a large future, and only a full
+            // socket needs one; the writer of an idle connection should not
+            // keep its space.
+            Box::pin(wr.writable()).await?;
         }
-        let written = write_batch(&wr, &mut batch).await?;
         m::bytes_out(written);
         batches += 1;
         // Sampled, never per delivery: one latency reading per 4 batches.
@@ -119,30 +138,25 @@ pub async fn write_loop(wr: Arc<OwnedWriteHalf>, outbox: Arc<Outbox>) -> std::io
         {
             m::fanout_latency(crate::clock::since_us(t));
         }
-        if close.is_some() {
-            let _ =
-                socket2::SockRef::from(wr.as_ref().as_ref()).shutdown(std::net::Shutdown::Write);
+        if last {
+            let _ = socket2::SockRef::from(wr.as_ref()).shutdown(std::net::Shutdown::Write);
             return Ok(());
         }
         outbox.recycle(&mut batch);
     }
 }
 
-/// Writes the whole batch, urgent frames first, gathering up to
-/// [`MAX_IOV`] frames per syscall, and leaves it empty.
-async fn write_batch(wr: &OwnedWriteHalf, batch: &mut Batch) -> std::io::Result<usize> {
-    // Replaced frames leave holes; drop them first so every remaining item
-    // has bytes.
-    batch.items.retain(|i| i.frame.is_some());
+/// Writes as much of the batch as the socket takes now, urgent frames
+/// first, gathering up to [`MAX_IOV`] frames per syscall; returns the bytes
+/// written. The batch is empty afterwards unless the socket is full.
+/// Synchronous, so the writer's future holds no state of its own for it.
+fn write_ready(wr: &OwnedWriteHalf, batch: &mut Batch) -> std::io::Result<usize> {
     let mut total = 0;
     while !batch.is_empty() {
         let n = match write_some(wr, batch) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                wr.writable().await?;
-                continue;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         };
         total += n;

@@ -94,7 +94,8 @@ struct Queue {
     /// connection.
     #[allow(clippy::box_collection)]
     slots: Option<Box<HashMap<SlotKey, u64>>>,
-    closing: Option<Closing>,
+    /// Boxed for the same reason: only a closing connection has it.
+    closing: Option<Box<Closing>>,
     /// The writer is parked and must be woken by the next push.
     waker: Option<Waker>,
     /// The connection task, waiting to learn that closing began.
@@ -414,10 +415,10 @@ impl Outbox {
         q.items.clear();
         q.bytes = 0;
         q.slots = None;
-        q.closing = Some(Closing {
+        q.closing = Some(Box::new(Closing {
             frame: Some(close_frame(code.code(), code.reason())),
             code: Some(code),
-        });
+        }));
         self.queued_bytes.store(0, Ordering::Relaxed);
         let wakers = [q.waker.take(), q.close_waiter.take()];
         drop(q);
@@ -439,7 +440,7 @@ impl Outbox {
         if q.closing.is_some() {
             return false;
         }
-        q.closing = Some(closing);
+        q.closing = Some(Box::new(closing));
         let wakers = [q.waker.take(), q.close_waiter.take()];
         drop(q);
         wakers.into_iter().flatten().for_each(Waker::wake);

@@ -17,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::rest::{ErrorBody, error_response};
-use crate::auth::limits::{Slot, TenantRefusal};
+use crate::auth::limits::{Slot, TenantRefusal, hold};
 use crate::auth::origin::OriginRefusal;
 use crate::auth::{AuthError, bearer};
 use crate::connection::io::ServerIo;
@@ -135,9 +136,9 @@ pub async fn upgrade(
     }
     // Before the credentials are checked, so a flood from one address
     // cannot make the hub verify signatures for it.
-    let mut slots = Vec::with_capacity(2);
+    let mut slots = Vec::new();
     match hub.limiter.admit_ip(peer.ip()).await {
-        Ok(slot) => slots.extend(slot),
+        Ok(slot) => hold(&mut slots, slot),
         Err(e) => {
             tracing::info!(%peer, "WebSocket handshake refused: too many connections from this address");
             crate::metrics::limit_hit("connections_per_ip");
@@ -163,7 +164,7 @@ pub async fn upgrade(
     };
     if let Some(identity) = &identity {
         match hub.admit_tenant(identity).await {
-            Ok(slot) => slots.extend(slot),
+            Ok(slot) => hold(&mut slots, slot),
             Err(TenantRefusal::Full) => {
                 crate::metrics::limit_hit("connections_per_tenant");
                 tracing::info!(%peer, tenant = %identity.tenant, "WebSocket handshake refused: tenant connection limit");
@@ -179,33 +180,13 @@ pub async fn upgrade(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut c = Connection::prepare(hub, codec, identity, peer, slots);
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "upgrade failed");
-                return;
-            }
+        let Some((tcp, early)) = upgraded_socket(on_upgrade.await, peer_of(&c)) else {
+            return;
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                // `read_buf` is a slice of hyper's whole read buffer: keep
-                // only its bytes, or every connection pins that buffer.
-                let early = parts.read_buf.to_vec();
-                drop(parts.read_buf);
-                run_connection(
-                    hub,
-                    parts.io.into_inner(),
-                    early,
-                    codec,
-                    identity,
-                    peer,
-                    slots,
-                )
-                .await
-            }
-            Err(_) => tracing::error!("upgraded connection is not a TcpStream"),
-        }
+        c.open(tcp, early);
+        serve(&mut c).await
     });
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
@@ -270,46 +251,132 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
         .max_frame_size(Some(ws.max_frame_bytes))
 }
 
-/// Runs one connection from upgrade to teardown. `slots` are the
-/// connection slots taken at the handshake; they are given back when the
-/// connection ends.
-pub async fn run_connection(
-    hub: Hub,
-    tcp: TcpStream,
-    early: Vec<u8>,
-    codec: Codec,
-    identity: Option<Box<Identity>>,
+/// The TCP socket hyper upgraded, and the bytes it had already read past
+/// the handshake. A plain function, not part of the connection's future:
+/// what it handles would otherwise keep space in that future for the
+/// connection's whole life.
+fn upgraded_socket(
+    upgraded: hyper::Result<hyper::upgrade::Upgraded>,
     peer: SocketAddr,
-    slots: Vec<Slot>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let sndbuf = hub.settings.websocket.send_buffer_bytes;
-    if sndbuf > 0 {
-        let _ = socket2_sndbuf(&tcp, sndbuf);
+) -> Option<(TcpStream, Vec<u8>)> {
+    let upgraded = match upgraded {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            // `read_buf` is a slice of hyper's whole read buffer: keep only
+            // its bytes, or every connection pins that buffer.
+            let early = parts.read_buf.to_vec();
+            Some((parts.io.into_inner(), early))
+        }
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TcpStream");
+            None
+        }
     }
-    let (rd, wr) = tcp.into_split();
-    let wr = Arc::new(wr);
-    let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
-    outbox.attach_socket(wr.clone());
-    let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
-    let mut client = Client::new(conn.clone(), hub.limiter.connection());
-    client.slots = slots;
-    if let Some(identity) = identity {
-        hub.welcome(&mut client, *identity);
+}
+
+/// One connection: prepared at the handshake, opened once hyper hands the
+/// socket over, then served by its task.
+///
+/// Its task's future is what an idle connection costs, so it is built to
+/// stay small: the task holds this one value and [`serve`] only borrows
+/// it, and the set-up is synchronous. (An async block keeps space for each
+/// value it captures and for each local a value is moved into, for its
+/// whole life, even after the move.)
+struct Connection {
+    hub: Hub,
+    client: Client,
+    outbox: Arc<Outbox>,
+    /// An identity from the `Authorization` header, installed at `open`.
+    identity: Option<Box<Identity>>,
+    /// Set by `open`.
+    wr: Option<Arc<OwnedWriteHalf>>,
+    /// Set by `open`, taken when the WebSocket stream is built.
+    rd: Option<(OwnedReadHalf, Vec<u8>)>,
+}
+
+fn peer_of(c: &Connection) -> SocketAddr {
+    c.client.conn.peer
+}
+
+impl Connection {
+    /// Creates the connection's outbox, handle and client. `slots` are the
+    /// connection slots taken at the handshake; they are given back when
+    /// the connection ends.
+    fn prepare(
+        hub: Hub,
+        codec: Codec,
+        identity: Option<Box<Identity>>,
+        peer: SocketAddr,
+        slots: Vec<Slot>,
+    ) -> Connection {
+        let outbox = Arc::new(Outbox::new(hub.outbox_limits()));
+        let conn = Arc::new(ConnHandle::new(codec, outbox.clone(), peer));
+        let mut client = Client::new(conn, hub.limiter.connection());
+        client.slots = slots;
+        Connection {
+            hub,
+            client,
+            outbox,
+            identity,
+            wr: None,
+            rd: None,
+        }
     }
-    hub.register(conn.clone());
+
+    /// Sets the upgraded socket up, installs a header-authenticated
+    /// identity (sending `welcome`), and registers the connection with
+    /// the hub. `early` holds the bytes read past the handshake.
+    fn open(&mut self, tcp: TcpStream, early: Vec<u8>) {
+        let _ = tcp.set_nodelay(true);
+        let sndbuf = self.hub.settings.websocket.send_buffer_bytes;
+        if sndbuf > 0 {
+            let _ = socket2_sndbuf(&tcp, sndbuf);
+        }
+        let (rd, wr) = tcp.into_split();
+        let wr = Arc::new(wr);
+        self.outbox.attach_socket(wr.clone());
+        if let Some(identity) = self.identity.take() {
+            self.hub.welcome(&mut self.client, *identity);
+        }
+        self.hub.register(self.client.conn.clone());
+        self.wr = Some(wr);
+        self.rd = Some((rd, early));
+    }
+}
+
+/// Runs one connection from its WebSocket stream to teardown.
+async fn serve(c: &mut Connection) {
+    let Some((rd, early)) = c.rd.take() else {
+        return;
+    };
+    let Connection {
+        hub,
+        client,
+        outbox,
+        wr: Some(wr),
+        ..
+    } = c
+    else {
+        return;
+    };
     // The set-up and tear-down futures are boxed: they run once, and the
     // connection's task should not reserve their space for its whole life.
-    let ws = Box::pin(WebSocketStream::from_partially_read(
+    let mut ws = Box::pin(WebSocketStream::from_partially_read(
         ServerIo::new(rd, outbox.clone()),
         early,
         WsRole::Server,
-        Some(ws_config(&hub)),
+        Some(ws_config(hub)),
     ))
     .await;
     {
-        let reader = read_loop(&hub, &mut client, ws);
-        let writer = write_loop(wr, outbox.clone());
+        let reader = read_loop(hub, client, &mut ws);
+        let writer = write_loop(wr, outbox);
         // Armed only once closing begins, so an open connection holds no
         // timer.
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -345,11 +412,12 @@ pub async fn run_connection(
             }
         }
     }
+    drop(ws);
     outbox.detach_socket();
     if let Some(code) = outbox.close_code() {
         crate::metrics::connection_close_code(code);
     }
-    Box::pin(hub.disconnect(&mut client)).await;
+    Box::pin(hub.disconnect(client)).await;
 }
 
 /// Most data messages handed to the hub at once.
@@ -360,45 +428,12 @@ const MAX_GATHERED: usize = 256;
 /// have already arrived are handed over together (up to
 /// [`MAX_GATHERED`]), so that the hub can sequence a run of `publish`
 /// frames in one step; it still handles them in order.
-async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<ServerIo>) -> ReadEnd {
-    let codec = client.conn.codec;
+async fn read_loop(hub: &Hub, client: &mut Client, ws: &mut WebSocketStream<ServerIo>) -> ReadEnd {
     loop {
         // The authentication deadline is the hub timer's job (it closes
         // the outbox), so reading needs no timer of its own.
-        let mut next = ws.next().await;
-        let mut gathered = Vec::new();
-        let end = loop {
-            let msg = match next {
-                None => break Some(ReadEnd::Eof),
-                Some(Ok(m)) => m,
-                Some(Err(e)) => break Some(read_error(e)),
-            };
-            client.conn.touch();
-            if client.conn.outbox.is_closing() {
-                // Closing: only wait for the client's close reply.
-                if let Message::Close(_) = msg {
-                    break Some(ReadEnd::ClientClosed);
-                }
-            } else {
-                match (msg, codec) {
-                    (Message::Text(t), Codec::Json) => gathered.push(bytes::Bytes::from(t)),
-                    (Message::Binary(b), Codec::MsgPack) => gathered.push(b),
-                    (Message::Text(_) | Message::Binary(_), _) => {
-                        break Some(ReadEnd::Close(CloseCode::UnsupportedData));
-                    }
-                    (Message::Close(_), _) => break Some(ReadEnd::ClientClosed),
-                    (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => {}
-                }
-            }
-            if gathered.len() >= MAX_GATHERED {
-                break None;
-            }
-            // Only what is already here: never wait for more.
-            match ws.next().now_or_never() {
-                Some(more) => next = more,
-                None => break None,
-            }
-        };
+        let first = ws.next().await;
+        let (gathered, end) = gather(client, ws, first);
         if !gathered.is_empty() {
             // Boxed: handling frames is a large state machine, and an idle
             // connection should not carry its space while waiting for
@@ -411,6 +446,52 @@ async fn read_loop(hub: &Hub, client: &mut Client, mut ws: WebSocketStream<Serve
             return end;
         }
     }
+}
+
+/// The data messages already read, starting with `first`, up to
+/// [`MAX_GATHERED`]; and why reading ends, if it does. Never waits for
+/// more. (Synchronous, so the reader's future keeps no space for a
+/// message while the hub handles the ones gathered.)
+fn gather(
+    client: &Client,
+    ws: &mut WebSocketStream<ServerIo>,
+    first: Option<Result<Message, WsError>>,
+) -> (Vec<bytes::Bytes>, Option<ReadEnd>) {
+    let codec = client.conn.codec;
+    let mut gathered = Vec::new();
+    let mut next = first;
+    let end = loop {
+        let msg = match next {
+            None => break Some(ReadEnd::Eof),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break Some(read_error(e)),
+        };
+        client.conn.touch();
+        if client.conn.outbox.is_closing() {
+            // Closing: only wait for the client's close reply.
+            if let Message::Close(_) = msg {
+                break Some(ReadEnd::ClientClosed);
+            }
+        } else {
+            match (msg, codec) {
+                (Message::Text(t), Codec::Json) => gathered.push(bytes::Bytes::from(t)),
+                (Message::Binary(b), Codec::MsgPack) => gathered.push(b),
+                (Message::Text(_) | Message::Binary(_), _) => {
+                    break Some(ReadEnd::Close(CloseCode::UnsupportedData));
+                }
+                (Message::Close(_), _) => break Some(ReadEnd::ClientClosed),
+                (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => {}
+            }
+        }
+        if gathered.len() >= MAX_GATHERED {
+            break None;
+        }
+        match ws.next().now_or_never() {
+            Some(more) => next = more,
+            None => break None,
+        }
+    };
+    (gathered, end)
 }
 
 /// Sets SO_SNDBUF on an accepted socket.

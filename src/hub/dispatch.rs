@@ -14,7 +14,7 @@ use super::frames::join::Join;
 use super::timers::Job;
 use super::validate::validate_id;
 use crate::auth::AuthError;
-use crate::auth::limits::{FrameClass, TenantRefusal, Verdict};
+use crate::auth::limits::{FrameClass, TenantRefusal, Verdict, hold};
 use crate::identity::Identity;
 use crate::ids::{EventId, SessionId, now_ms};
 use crate::metrics as m;
@@ -233,7 +233,7 @@ impl Hub {
             }
         };
         match self.admit_tenant(&identity).await {
-            Ok(slot) => client.slots.extend(slot),
+            Ok(slot) => hold(&mut client.slots, slot),
             Err(TenantRefusal::Full) => {
                 m::limit_hit("connections_per_tenant");
                 tracing::info!(conn = %client.conn.id, tenant = %identity.tenant, "tenant connection limit reached");
