@@ -238,8 +238,8 @@ fn event(u: &mut Unstructured, fence: &mut u64) -> Result<(Event, Origin)> {
             participant_name: opt_text(u)?,
             text: text(u)?,
         },
-        8 => Event::Response(response(u)?),
-        9 => Event::ResponseHeld(response(u)?),
+        8 => Event::Response(Box::new(response(u)?)),
+        9 => Event::ResponseHeld(Box::new(response(u)?)),
         10 => Event::Takeover {
             intervention_id: id(u, 4)?,
             operator_id: operator().into(),
@@ -280,7 +280,7 @@ fn event(u: &mut Unstructured, fence: &mut u64) -> Result<(Event, Origin)> {
             reason: opt_text(u)?,
         },
         17 => Event::Metrics {
-            metrics: RendererMetrics {
+            metrics: Box::new(RendererMetrics {
                 latency_ms: opt_float(u)?,
                 cpu_usage: opt_float(u)?,
                 gpu_usage: opt_float(u)?,
@@ -293,10 +293,10 @@ fn event(u: &mut Unstructured, fence: &mut u64) -> Result<(Event, Origin)> {
                     total_ms: opt_float(u)?,
                 },
                 component: opt_text(u)?,
-            },
+            }),
         },
         18 => Event::Alert {
-            alert: Alert {
+            alert: Box::new(Alert {
                 alert_id: id(u, 5)?,
                 alert_type: [
                     AlertType::RendererHeartbeatLost,
@@ -315,7 +315,7 @@ fn event(u: &mut Unstructured, fence: &mut u64) -> Result<(Event, Origin)> {
                 component: opt_text(u)?,
                 metadata: value(u, 0)?,
                 created_at: T0,
-            },
+            }),
         },
         19 => Event::AlertAck {
             alert_id: id(u, 5)?,
