@@ -104,18 +104,13 @@ pub async fn write_loop(wr: &OwnedWriteHalf, outbox: &Outbox) -> std::io::Result
             .iter()
             .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us));
         // The last batch: its close frame (if any) goes out after it.
-        let last = match batch.close.take() {
-            Some(frame) => {
-                if let Some(frame) = frame {
-                    batch.items.push_back(outbox::Item {
-                        frame: Some(frame),
-                        accepted_us: 0,
-                    });
-                }
-                true
-            }
-            None => false,
-        };
+        let last = batch.close.is_some();
+        if let Some(Some(frame)) = batch.close.take() {
+            batch.items.push_back(outbox::Item {
+                frame: Some(frame),
+                accepted_us: 0,
+            });
+        }
         // Replaced frames leave holes; drop them first so every remaining
         // item has bytes.
         batch.items.retain(|i| i.frame.is_some());

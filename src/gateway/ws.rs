@@ -258,7 +258,7 @@ fn connection_task(
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Some((tcp, early)) = upgraded_socket(on_upgrade.await, peer_of(&c)) else {
+        let Some((tcp, early)) = upgraded_socket(on_upgrade.await, c.client.conn.peer) else {
             return;
         };
         c.open(tcp, early);
@@ -306,6 +306,8 @@ fn upgraded_socket(
 struct Connection {
     hub: Hub,
     client: Client,
+    /// The client's outbox, held apart so that the writer can borrow it
+    /// while the reader borrows the client.
     outbox: Arc<Outbox>,
     /// An identity from the `Authorization` header, installed at `open`.
     identity: Option<Box<Identity>>,
@@ -313,10 +315,6 @@ struct Connection {
     wr: Option<Arc<OwnedWriteHalf>>,
     /// Set by `open`, taken when the WebSocket stream is built.
     rd: Option<(OwnedReadHalf, Vec<u8>)>,
-}
-
-fn peer_of(c: &Connection) -> SocketAddr {
-    c.client.conn.peer
 }
 
 impl Connection {
@@ -427,6 +425,7 @@ async fn serve(c: &mut Connection) {
             }
         }
     }
+    // The read half goes before the hub forgets the connection.
     drop(ws);
     outbox.detach_socket();
     if let Some(code) = outbox.close_code() {
