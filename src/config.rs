@@ -102,6 +102,8 @@ pub struct StoreSettings {
     pub database_url: Url,
     pub migrate_on_start: bool,
     pub batch_max_rows: usize,
+    /// Lanes that sessions' rows are spread over, written side by side.
+    pub ordered_writers: usize,
     /// Flushers that write performance metrics side by side.
     pub metric_writers: usize,
     pub flush_interval_ms: u64,
@@ -501,6 +503,9 @@ impl Settings {
         }
         if st.batch_max_rows == 0 {
             return fail("store.batch_max_rows must be at least 1");
+        }
+        if st.ordered_writers == 0 {
+            return fail("store.ordered_writers must be at least 1");
         }
         if st.metric_writers == 0 {
             return fail("store.metric_writers must be at least 1");

@@ -16,7 +16,7 @@ use crate::protocol::model::Event;
 use crate::protocol::{ErrorCode, ServerFrame};
 use crate::session::{Seen, Session, ref_id};
 use crate::store::Row;
-use crate::store::writer::{Ack, Reservation};
+use crate::store::writer::{Ack, Order, Reservation};
 use crate::stream::Published;
 
 /// An ack that completes once rows commit: the encoded `ack` frame, or an
@@ -89,7 +89,11 @@ impl Hub {
         };
         if self
             .writer
-            .submit(Vec::new(), Some(commit_ack(&client.conn, &frame)))
+            .submit(
+                Order::Session(session),
+                Vec::new(),
+                Some(commit_ack(&client.conn, &frame)),
+            )
             .is_err()
         {
             client.conn.send(&frame);
@@ -172,7 +176,7 @@ impl Hub {
                 duplicate: true,
             },
         );
-        reservation.submit(make_rows(&original), Some(ack));
+        reservation.submit(Order::Session(session.id), make_rows(&original), Some(ack));
         Ok(())
     }
 
@@ -203,6 +207,6 @@ impl Hub {
         });
         let mut rows = rows;
         rows.extend(webhook_rows(session, p, false));
-        reservation.submit(rows, ack);
+        reservation.submit(Order::Session(session.id), rows, ack);
     }
 }

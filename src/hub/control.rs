@@ -19,6 +19,7 @@ use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{Alert, AlertType, Event, ReleaseReason, Severity};
 use crate::session::Session;
 use crate::store::webhooks::DisabledEndpoint;
+use crate::store::writer::Order;
 use crate::store::{AlertRow, Row, SessionQuery};
 use crate::stream::Origin;
 
@@ -59,6 +60,7 @@ impl Hub {
             .await
         {
             Ok(p) => self.persist(
+                Order::Session(s.id),
                 std::iter::once(Row::Alert(AlertRow {
                     id: alert.alert_id,
                     session_id: s.id,
@@ -180,7 +182,7 @@ impl Hub {
             None => {
                 let mut rows = rows;
                 rows.extend(webhook_rows(s, &p, false));
-                reservation.submit(rows, None)
+                reservation.submit(Order::Session(s.id), rows, None)
             }
         }
         Ok(())

@@ -29,7 +29,7 @@ use crate::session::{Replica, Session, Sessions};
 use crate::store::Row;
 use crate::store::ingest::batcher::Recorder;
 use crate::store::ingest::mappings::Mappings;
-use crate::store::writer::BatchWriter;
+use crate::store::writer::{BatchWriter, Order};
 use crate::stream::{Origin, Published};
 use crate::turns::Turns;
 
@@ -153,21 +153,21 @@ impl Hub {
     }
 
     /// Queues rows that may be dropped under pressure.
-    pub fn persist_droppable(&self, rows: Vec<Row>) {
+    pub fn persist_droppable(&self, order: Order, rows: Vec<Row>) {
         if !rows.is_empty() {
-            self.writer.offer(rows);
+            self.writer.offer(order, rows);
         }
     }
 
     /// Queues must-keep rows that nobody waits for (participant rows,
     /// lifecycle). If the backlog is full they are logged and counted.
-    pub fn persist(&self, rows: Vec<Row>) {
+    pub fn persist(&self, order: Order, rows: Vec<Row>) {
         if rows.is_empty() {
             return;
         }
         let kind = rows[0].kind();
         let n = rows.len();
-        if let Err(e) = self.writer.submit(rows, None) {
+        if let Err(e) = self.writer.submit(order, rows, None) {
             tracing::warn!(kind, rows = n, error = %e, "store backlog full; rows not persisted");
             m::store_rows_dropped(kind, n as u64);
         }
@@ -193,7 +193,7 @@ impl Hub {
                 [state_row(s.id, &g), progress_row(s.id, &g)]
             })
             .collect();
-        self.persist(rows);
+        self.persist(Order::All, rows);
     }
 
     /// Sets the gauges that are cheaper to compute when scraped than to

@@ -18,6 +18,7 @@ use crate::protocol::codec::ping_frame;
 use crate::protocol::model::{AlertType, ReleaseReason, Role, Severity};
 use crate::protocol::{CloseCode, Event, SessionStatus};
 use crate::session::member_key;
+use crate::store::writer::Order;
 use crate::stream::Origin;
 
 impl Hub {
@@ -272,8 +273,8 @@ impl Hub {
                     .await;
             }
             if let Some((state, progress)) = rows {
-                self.persist_droppable(vec![state]);
-                self.persist(vec![progress]);
+                self.persist_droppable(Order::Session(s.id), vec![state]);
+                self.persist(Order::Session(s.id), vec![progress]);
             }
         }
     }

@@ -45,7 +45,7 @@ use crate::protocol::model::{CustomAudience, Event};
 use crate::protocol::{ErrorCode, SessionStatus};
 use crate::session::Session;
 use crate::store::ingest::{ProcessedEvent, Recorded};
-use crate::store::writer::{Ack, Reservation};
+use crate::store::writer::{Ack, Order, Reservation};
 use crate::store::{MessageType, Row};
 use crate::stream::Origin;
 
@@ -252,8 +252,10 @@ impl Hub {
                 ))];
                 let (ack, committed) = Ack::notify();
                 match reservation {
-                    Some(r) => r.submit(rows, Some(ack)),
-                    None => self.writer.submit(rows, Some(ack))?,
+                    Some(r) => r.submit(Order::Session(session.id), rows, Some(ack)),
+                    None => self
+                        .writer
+                        .submit(Order::Session(session.id), rows, Some(ack))?,
                 }
                 committed.wait().await?;
                 Ok(vec![p.seq])

@@ -31,7 +31,7 @@ use crate::protocol::model::{CustomAudience, Event};
 use crate::session::{Replica, Session};
 use crate::store::Row;
 use crate::store::jobs::{JOB_TYPE_MAX, JobQuery};
-use crate::store::writer::Ack;
+use crate::store::writer::{Ack, Order};
 use crate::stream::Origin;
 use crate::webhooks::{JobEvent, job_row};
 
@@ -170,7 +170,7 @@ impl Hub {
             )
             .await?;
         let (ack, committed) = Ack::notify();
-        reservation.submit(rows, Some(ack));
+        reservation.submit(Order::Session(job.stream), rows, Some(ack));
         committed.wait().await?;
         Ok(job)
     }
@@ -235,7 +235,7 @@ impl Hub {
             Row::Webhook(job_row(job.tenant, event, data, job.updated_at)),
         ];
         let (ack, committed) = Ack::notify();
-        reservation.submit(rows, Some(ack));
+        reservation.submit(Order::Session(job.stream), rows, Some(ack));
         committed.wait().await?;
         if job.status.is_terminal()
             && job.session.is_none()

@@ -22,6 +22,7 @@ use crate::protocol::model::{
 use crate::protocol::{ErrorCode, SessionStatus};
 use crate::session::Session;
 use crate::store::ingest::EXTERNAL_ID_MAX;
+use crate::store::writer::Order;
 use crate::store::{SessionQuery, SessionRecord, TenantRecord};
 use crate::stream::{Origin, Published};
 
@@ -142,7 +143,10 @@ impl Hub {
             .sessions
             .publish(&session, Event::Created { name: new.name }, Origin::hub())
             .await?;
-        self.persist(webhook_rows(&session, &p, false));
+        self.persist(
+            Order::Session(session.id),
+            webhook_rows(&session, &p, false),
+        );
         Ok(self.view(&session))
     }
 
@@ -264,7 +268,7 @@ impl Hub {
         };
         let mut rows = vec![row];
         rows.extend(webhook_rows(session, p, false));
-        self.persist(rows);
+        self.persist(Order::Session(session.id), rows);
         if let (true, Some(operator)) = (to.is_terminal(), controller)
             && let Err(e) = self
                 .release(session, &operator, ReleaseReason::SessionEnded, None)

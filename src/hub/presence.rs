@@ -13,6 +13,7 @@ use crate::protocol::ErrorCode;
 use crate::protocol::model::{Event, Member, PresenceChange, Role};
 use crate::session::{Session, member_key};
 use crate::store::Row;
+use crate::store::writer::Order;
 use crate::stream::Origin;
 
 impl Hub {
@@ -115,12 +116,15 @@ impl Hub {
         s.lock().pending.counters_dirty = true;
         if let Some((member, asked)) = left {
             match member.role {
-                Role::Participant => self.persist(vec![Row::ParticipantLeft {
-                    session_id: s.id,
-                    participant_id: member.id,
-                    left_at: ts(p.ts),
-                    questions_asked: asked.unwrap_or(0),
-                }]),
+                Role::Participant => self.persist(
+                    Order::Session(s.id),
+                    vec![Row::ParticipantLeft {
+                        session_id: s.id,
+                        participant_id: member.id,
+                        left_at: ts(p.ts),
+                        questions_asked: asked.unwrap_or(0),
+                    }],
+                ),
                 Role::Operator => {
                     self.sync_operator_connected(s).await;
                     let controls = s

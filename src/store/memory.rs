@@ -262,6 +262,13 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    /// Each batch applies under one lock, so flushers of different lanes
+    /// interleave whole batches; the hub's tests, which use this store,
+    /// run with as many lanes as production.
+    fn parallel_writes(&self) -> bool {
+        true
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -445,7 +445,8 @@ pub trait Store:
 
     /// Whether batches written at the same time make progress side by
     /// side. A store that writes through one connection (SQLite) would
-    /// only queue them, so the writer gives it one metrics flusher.
+    /// only queue them, so the writer gives it one ordered lane and one
+    /// metrics flusher.
     fn parallel_writes(&self) -> bool {
         false
     }

@@ -1,10 +1,10 @@
 //! The batch writer: group commit in front of any [`Store`].
 //!
-//! Senders submit rows; one flusher task gathers everything pending (up to
-//! `batch_max_rows`, or whatever arrived within `flush_interval` of the
-//! first row) and writes it as one transaction. Acknowledgements of
-//! must-keep rows are sent only after that transaction commits, so an
-//! acknowledged row is never lost.
+//! Senders submit rows; a flusher task gathers everything pending in its
+//! lane (up to `batch_max_rows`, or whatever arrived within
+//! `flush_interval` of the first row) and writes it as one transaction.
+//! Acknowledgements of must-keep rows are sent only after that
+//! transaction commits, so an acknowledged row is never lost.
 //!
 //! The backlog (rows admitted but not yet committed) is bounded in rows and
 //! bytes. When it is full, must-keep submissions are refused with a
@@ -13,19 +13,26 @@
 //! flusher retries the same batch with exponential backoff, and the
 //! backlog drains when it returns.
 //!
-//! Batches are written one at a time, in submission order, so a row that
-//! updates another (an intervention's end, an alert's acknowledgement, a
-//! participant leaving) is never written before it, and an empty
-//! submission works as a barrier: it completes once everything submitted
-//! before it has committed. A batch the store rejects is written again
-//! one submission at a time, so one bad message fails alone.
+//! Every submission names the session it belongs to ([`Order`]). One
+//! session's batches are written one at a time, in submission order, so a
+//! row that updates another (an intervention's end, an alert's
+//! acknowledgement, a participant leaving) is never written before it,
+//! and an empty submission works as a barrier: it completes once
+//! everything the session submitted before it has committed. Sessions are
+//! spread by a hash of their id over `ordered_writers` lanes, each with a
+//! flusher of its own: nothing one session writes refers to another's
+//! rows, so lanes commit side by side and the database works on several
+//! transactions at once instead of waiting for each commit. A submission
+//! that belongs to no one session ([`Order::All`]) is a fence: it is
+//! written once every lane has committed what was submitted before it,
+//! and no lane writes what was submitted after it until it has committed.
+//! A batch the store rejects is written again one submission at a time,
+//! so one bad message fails alone.
 //!
-//! Performance metrics are the exception: append-only, droppable, never
-//! acknowledged and never referred to by another row, they are the bulk
-//! of what is written and have a lane of their own, written by
-//! `metric_writers` flushers side by side. Their batches neither wait
-//! behind the ordered rows nor hold them up, and the database works on
-//! several transactions at once instead of waiting for each commit.
+//! Performance metrics have a lane of their own: append-only, droppable,
+//! never acknowledged and never referred to by another row, they are the
+//! bulk of what is written, and `metric_writers` flushers write them side
+//! by side, in no particular order.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -40,12 +47,16 @@ use tokio::sync::{Notify, oneshot};
 use super::{Row, Store, StoreError};
 use crate::config::StoreSettings;
 use crate::connection::outbox::Outbox;
+use crate::ids::SessionId;
 use crate::metrics as m;
 
 /// Settings of the writer; see `[store]` in `config/default.toml`.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub batch_max_rows: usize,
+    /// Lanes that sessions are spread over, each written by a flusher of
+    /// its own.
+    pub ordered_writers: usize,
     /// Flushers that write metric-only submissions side by side.
     pub metric_writers: usize,
     pub flush_interval: Duration,
@@ -60,6 +71,7 @@ impl WriterConfig {
         let ms = Duration::from_millis;
         WriterConfig {
             batch_max_rows: s.batch_max_rows.max(1),
+            ordered_writers: s.ordered_writers.max(1),
             metric_writers: s.metric_writers.max(1),
             flush_interval: ms(s.flush_interval_ms),
             backlog_max_rows: s.backlog_max_rows,
@@ -74,6 +86,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             batch_max_rows: 5000,
+            ordered_writers: 4,
             metric_writers: 2,
             flush_interval: Duration::from_millis(5),
             backlog_max_rows: 200_000,
@@ -152,9 +165,9 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Queues the rows; `ack` completes after they commit. The real rows
-    /// replace the estimate the reservation was made with.
-    pub fn submit(mut self, rows: Vec<Row>, ack: Option<Ack>) {
+    /// Queues the rows in `order`; `ack` completes after they commit. The
+    /// real rows replace the estimate the reservation was made with.
+    pub fn submit(mut self, order: Order, rows: Vec<Row>, ack: Option<Ack>) {
         let weight: usize = rows.iter().map(Row::weight).sum();
         {
             let mut b = self.writer.shared.backlog.lock();
@@ -163,12 +176,16 @@ impl Reservation {
         }
         self.rows = 0;
         self.bytes = 0;
-        self.writer.enqueue(Pending {
-            rows,
-            weight,
-            ack,
-            queued_at: Instant::now(),
-        });
+        self.writer.enqueue(
+            order,
+            Pending {
+                rows,
+                weight,
+                ack,
+                queued_at: Instant::now(),
+                fence: None,
+            },
+        );
     }
 }
 
@@ -187,32 +204,102 @@ pub struct BacklogFull {
     pub retry_after: Duration,
 }
 
+/// What a submission must stay in order with (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Commits after every earlier submission of this session and before
+    /// every later one.
+    Session(SessionId),
+    /// Commits after every earlier submission and before every later one,
+    /// whatever their session: for rows that belong to no one session.
+    All,
+}
+
 #[derive(Debug)]
 struct Pending {
     rows: Vec<Row>,
     weight: usize,
     ack: Option<Ack>,
     queued_at: Instant,
+    /// Set on an [`Order::All`] submission and on its markers.
+    fence: Option<Arc<Fence>>,
 }
 
-/// Which flushers write a submission (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lane {
-    /// Everything whose order matters, one batch at a time.
-    Ordered = 0,
-    /// Submissions of metric rows only, several batches at a time.
-    Metrics = 1,
+impl Pending {
+    /// Holds a lane at an [`Order::All`] submission's place until that
+    /// submission has committed.
+    fn marker(fence: Arc<Fence>) -> Pending {
+        Pending {
+            rows: Vec::new(),
+            weight: 0,
+            ack: None,
+            queued_at: Instant::now(),
+            fence: Some(fence),
+        }
+    }
+
+    /// Metric rows alone, acknowledged to no one: the metrics lane's.
+    fn is_metrics(&self) -> bool {
+        self.ack.is_none()
+            && !self.rows.is_empty()
+            && self.rows.iter().all(|r| matches!(r, Row::Metric(_)))
+    }
 }
 
-impl Lane {
-    fn of(rows: &[Row], ack: &Option<Ack>) -> Lane {
-        if ack.is_none() && !rows.is_empty() && rows.iter().all(|r| matches!(r, Row::Metric(_))) {
-            Lane::Metrics
-        } else {
-            Lane::Ordered
+/// Where an [`Order::All`] submission meets the other ordered lanes. The
+/// submission is queued in the first ordered lane and an empty marker in
+/// each of the others, all under one lock, so every lane sees fences in
+/// the same order.
+#[derive(Debug)]
+struct Fence {
+    /// Lanes whose flusher has not yet reached its marker, that is, not
+    /// yet committed everything queued in it before the fence.
+    waiting: AtomicUsize,
+    /// The submission has committed (or failed for good).
+    passed: AtomicBool,
+    changed: Notify,
+}
+
+impl Fence {
+    fn new(waiting: usize) -> Fence {
+        Fence {
+            waiting: AtomicUsize::new(waiting),
+            passed: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// A marker's lane has written everything before the marker.
+    fn arrive(&self) {
+        if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn pass(&self) {
+        self.passed.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn until(&self, done: impl Fn(&Fence) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the two
+            // still wakes it.
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
         }
     }
 }
+
+/// The metrics lane's index in [`Backlog::queues`] and [`Shared::wake`];
+/// the ordered lanes follow it.
+const METRICS: usize = 0;
+const FIRST_ORDERED: usize = 1;
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -221,12 +308,12 @@ struct Queue {
     rows: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Backlog {
-    /// One queue per [`Lane`].
-    queues: [Queue; 2],
+    /// One queue per lane: metrics, then the ordered lanes.
+    queues: Vec<Queue>,
     /// Rows and bytes admitted and not yet committed (reserved, queued or
-    /// in flight), in both lanes.
+    /// in flight), in every lane.
     rows: usize,
     bytes: usize,
 }
@@ -236,8 +323,10 @@ struct Shared {
     store: Arc<dyn Store>,
     config: WriterConfig,
     backlog: Mutex<Backlog>,
-    /// Wakes a lane's flushers; one per [`Lane`].
-    wake: [Notify; 2],
+    /// Ordered lanes.
+    ordered: usize,
+    /// Wakes a lane's flushers; one per lane, indexed as the queues.
+    wake: Vec<Notify>,
     /// Set once shutdown begins: new submissions are refused.
     closed: AtomicBool,
     /// Current retry delay in ms while the store fails, 0 when healthy.
@@ -257,28 +346,37 @@ pub struct BatchWriter {
 }
 
 impl BatchWriter {
-    /// Starts the flusher tasks: one for the ordered lane, and
-    /// `metric_writers` for metrics.
+    /// Starts the flusher tasks: one per ordered lane, and
+    /// `metric_writers` for metrics. A store that writes through one
+    /// connection (SQLite) gets one of each: more would only queue.
     pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
-        let metric_writers = if store.parallel_writes() {
-            config.metric_writers.max(1)
+        let (ordered, metric_writers) = if store.parallel_writes() {
+            (config.ordered_writers.max(1), config.metric_writers.max(1))
         } else {
-            1
+            (1, 1)
         };
+        let lanes = FIRST_ORDERED + ordered;
         let shared = Arc::new(Shared {
             store,
             config,
-            backlog: Mutex::new(Backlog::default()),
-            wake: [Notify::new(), Notify::new()],
+            backlog: Mutex::new(Backlog {
+                queues: (0..lanes).map(|_| Queue::default()).collect(),
+                rows: 0,
+                bytes: 0,
+            }),
+            ordered,
+            wake: (0..lanes).map(|_| Notify::new()).collect(),
             closed: AtomicBool::new(false),
             failing_ms: AtomicU64::new(0),
             progress: Notify::new(),
-            flushers: AtomicUsize::new(1 + metric_writers),
+            flushers: AtomicUsize::new(ordered + metric_writers),
             webhooks_committed: Notify::new(),
         });
-        tokio::spawn(flusher(shared.clone(), Lane::Ordered));
+        for lane in FIRST_ORDERED..lanes {
+            tokio::spawn(flusher(shared.clone(), lane));
+        }
         for _ in 0..metric_writers {
-            tokio::spawn(flusher(shared.clone(), Lane::Metrics));
+            tokio::spawn(flusher(shared.clone(), METRICS));
         }
         BatchWriter { shared }
     }
@@ -357,15 +455,28 @@ impl BatchWriter {
         }
     }
 
-    fn enqueue(&self, pending: Pending) {
-        let lane = Lane::of(&pending.rows, &pending.ack);
-        {
-            let mut b = self.shared.backlog.lock();
-            let q = &mut b.queues[lane as usize];
-            q.rows += pending.rows.len();
-            q.pending.push_back(pending);
-        }
-        self.shared.wake[lane as usize].notify_one();
+    fn enqueue(&self, order: Order, mut pending: Pending) {
+        let shared = &self.shared;
+        let lane = match order {
+            _ if pending.is_metrics() => METRICS,
+            Order::Session(id) => shared.lane_of(id),
+            Order::All => {
+                let fence = Arc::new(Fence::new(shared.ordered - 1));
+                pending.fence = Some(fence.clone());
+                let mut b = shared.backlog.lock();
+                for q in &mut b.queues[FIRST_ORDERED + 1..] {
+                    q.pending.push_back(Pending::marker(fence.clone()));
+                }
+                b.queues[FIRST_ORDERED].push(pending);
+                drop(b);
+                for wake in &shared.wake[FIRST_ORDERED..] {
+                    wake.notify_one();
+                }
+                return;
+            }
+        };
+        shared.backlog.lock().queues[lane].push(pending);
+        shared.wake[lane].notify_one();
     }
 
     fn release(&self, rows: usize, bytes: usize) {
@@ -380,18 +491,23 @@ impl BatchWriter {
 
     /// Submits rows in one go (reserve and submit). Refused with a
     /// retry-after when the backlog is full.
-    pub fn submit(&self, rows: Vec<Row>, ack: Option<Ack>) -> Result<(), BacklogFull> {
+    pub fn submit(
+        &self,
+        order: Order,
+        rows: Vec<Row>,
+        ack: Option<Ack>,
+    ) -> Result<(), BacklogFull> {
         let weight: usize = rows.iter().map(Row::weight).sum();
-        self.reserve(rows.len(), weight)?.submit(rows, ack);
+        self.reserve(rows.len(), weight)?.submit(order, rows, ack);
         Ok(())
     }
 
     /// Submits droppable rows (metrics, state snapshots). Dropped and
     /// counted when the backlog is full.
-    pub fn offer(&self, rows: Vec<Row>) {
+    pub fn offer(&self, order: Order, rows: Vec<Row>) {
         let n = rows.len();
         let kind = rows.first().map(Row::kind).unwrap_or("none");
-        if self.submit(rows, None).is_err() {
+        if self.submit(order, rows, None).is_err() {
             m::store_rows_dropped(kind, n as u64);
         }
     }
@@ -416,7 +532,22 @@ impl BatchWriter {
     }
 }
 
+impl Queue {
+    fn push(&mut self, pending: Pending) {
+        self.rows += pending.rows.len();
+        self.pending.push_back(pending);
+    }
+}
+
 impl Shared {
+    /// The ordered lane of a session's submissions. (Session ids are
+    /// UUIDs whose low bits are random.)
+    fn lane_of(&self, session: SessionId) -> usize {
+        let id = session.0.as_u128();
+        let mixed = ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        FIRST_ORDERED + ((mixed >> 32) as usize) % self.ordered
+    }
+
     /// Wakes every flusher (closing, or backlog room given back).
     fn wake_all(&self) {
         for wake in &self.wake {
@@ -429,9 +560,9 @@ impl Shared {
 
 /// Writes one lane's batches until the writer closes and every admitted
 /// row is committed.
-async fn flusher(shared: Arc<Shared>, lane: Lane) {
+async fn flusher(shared: Arc<Shared>, lane: usize) {
     let config = shared.config.clone();
-    let wake = &shared.wake[lane as usize];
+    let wake = &shared.wake[lane];
     let mut rows: Vec<Row> = Vec::new();
     let mut spans: Vec<(Range<usize>, Option<Ack>)> = Vec::new();
     loop {
@@ -441,7 +572,7 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
             let notified = wake.notified();
             {
                 let b = shared.backlog.lock();
-                if let Some(p) = b.queues[lane as usize].pending.front() {
+                if let Some(p) = b.queues[lane].pending.front() {
                     break p.queued_at;
                 }
                 if shared.closed.load(Ordering::Relaxed) && b.rows == 0 {
@@ -461,7 +592,7 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
         let window_end = tokio::time::Instant::from_std(oldest + config.flush_interval);
         loop {
             let notified = wake.notified();
-            let queued = shared.backlog.lock().queues[lane as usize].rows;
+            let queued = shared.backlog.lock().queues[lane].rows;
             if queued >= config.batch_max_rows || shared.closed.load(Ordering::Relaxed) {
                 break;
             }
@@ -469,12 +600,17 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
                 break;
             }
         }
-        // Take whole submissions up to the batch size.
+        // Take whole submissions up to the batch size. A fence (an
+        // `Order::All` submission or its marker) goes in a batch alone.
         let mut weight = 0;
+        let mut fence = None;
         {
             let mut b = shared.backlog.lock();
-            let q = &mut b.queues[lane as usize];
+            let q = &mut b.queues[lane];
             while let Some(p) = q.pending.front() {
+                if p.fence.is_some() && !spans.is_empty() {
+                    break;
+                }
                 if !rows.is_empty() && rows.len() + p.rows.len() > config.batch_max_rows {
                     break;
                 }
@@ -484,6 +620,10 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
                 let start = rows.len();
                 rows.extend(p.rows);
                 spans.push((start..rows.len(), p.ack));
+                if p.fence.is_some() {
+                    fence = p.fence;
+                    break;
+                }
             }
             if !q.pending.is_empty() {
                 // More than one batch waits: another flusher of the lane
@@ -495,6 +635,20 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
             // Another flusher of the lane took them. (An empty submission,
             // a barrier, still counts: its ack completes below.)
             continue;
+        }
+        if let Some(fence) = &fence {
+            if lane != FIRST_ORDERED {
+                // A marker: everything this lane queued before the fence
+                // has committed. Hold the lane until the fenced
+                // submission has.
+                fence.arrive();
+                fence.until(|f| f.passed.load(Ordering::Acquire)).await;
+                spans.clear();
+                continue;
+            }
+            fence
+                .until(|f| f.waiting.load(Ordering::Acquire) == 0)
+                .await;
         }
         let results = write_batch(&shared, &rows, &spans).await;
         if rows.iter().any(|r| matches!(r, Row::Webhook(_))) {
@@ -513,9 +667,12 @@ async fn flusher(shared: Arc<Shared>, lane: Lane) {
             }
         }
         rows.clear();
+        if let Some(fence) = fence {
+            fence.pass();
+        }
         shared.progress.notify_waiters();
         if drained && shared.closed.load(Ordering::Relaxed) {
-            // The other lane's flushers may be waiting for this.
+            // The other lanes' flushers may be waiting for this.
             shared.wake_all();
         }
     }

@@ -19,6 +19,7 @@ use eva_hub::ids::SessionId;
 use eva_hub::protocol::frames::DiscontinuityReason;
 use eva_hub::protocol::model::{Event, RendererMetrics, Role, StatePatch, StreamPosition};
 use eva_hub::protocol::{ClientFrame, Codec, ServerFrame, SessionStatus};
+use eva_hub::store::writer::Order;
 use eva_hub::store::{Page, Row};
 use serde_json::{Value, json};
 
@@ -261,6 +262,7 @@ async fn shutdown_drains_the_backlog(db: Db) {
     // Metrics have flushers of their own: the drain must wait for them too.
     const METRICS: usize = 90;
     app.hub.persist_droppable(
+        Order::Session(id),
         (0..METRICS)
             .map(|i| {
                 Row::Metric(eva_hub::store::MetricRow {

@@ -10,6 +10,7 @@ mod common;
 mod ingest;
 mod jobs;
 mod webhooks;
+mod writer;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ use webhooks::{
     webhook_claims_lease_and_record_outcomes, webhook_endpoints_round_trip,
     webhook_events_become_deliveries_in_their_batch, webhook_replays_keep_the_webhook_id,
 };
+use writer::{an_order_all_submission_is_a_fence, the_writer_keeps_each_sessions_order};
 
 fn main() -> ExitCode {
     harness::main_on_postgres("store", "postgres::", 6, Duration::from_secs(60), tests)
@@ -95,6 +97,8 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         webhook_replays_keep_the_webhook_id,
         jobs_round_trip_and_keep_the_newest,
         jobs_list_newest_first_with_filters,
+        the_writer_keeps_each_sessions_order,
+        an_order_all_submission_is_a_fence,
     ];
     let mut v = v;
     v.push(harness::test(

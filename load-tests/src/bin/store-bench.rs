@@ -30,7 +30,7 @@ use eva_hub::store::webhooks::{
     AttemptOutcome, ClaimRequest, Claimed, DeliveryRecord, DisabledEndpoint, ReplayFrom,
     WebhookPatch, WebhookRecord, WebhookStore,
 };
-use eva_hub::store::writer::{Ack, BatchWriter, WriterConfig};
+use eva_hub::store::writer::{Ack, BatchWriter, Order, WriterConfig};
 use eva_hub::store::{
     AlertRow, ApiKeyRecord, ConversationRow, InterventionRow, MessageType, MetricRow, Page,
     ParticipantRow, PoolConfig, Row, SessionQuery, SessionRecord, Store, StoreError, TenantRecord,
@@ -71,6 +71,9 @@ struct Args {
     /// Writer settings (as `[store]` in config/default.toml).
     #[arg(long, default_value_t = 5000)]
     batch_max_rows: usize,
+    /// Lanes that sessions' rows are spread over (`store.ordered_writers`).
+    #[arg(long, default_value_t = 4)]
+    ordered_writers: usize,
     /// Flushers writing metric rows side by side (`store.metric_writers`).
     #[arg(long, default_value_t = 2)]
     metric_writers: usize,
@@ -492,6 +495,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         timed.clone(),
         WriterConfig {
             batch_max_rows: args.batch_max_rows,
+            ordered_writers: args.ordered_writers,
             metric_writers: args.metric_writers,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             backlog_max_rows: args.backlog_max_rows,
@@ -509,7 +513,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
     // and the database's, not the cost of inventing rows.
     let seq = AtomicU64::new(1);
     let share = args.rows / args.producers.max(1);
-    let work: Vec<Vec<Vec<Row>>> = (0..args.producers.max(1))
+    let work: Vec<Vec<(SessionId, Vec<Row>)>> = (0..args.producers.max(1))
         .map(|p| {
             let mut subs = Vec::new();
             let mut made = 0;
@@ -518,10 +522,13 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
                 let n = per_submission.min(share - made);
                 let session = sessions[i % sessions.len()];
                 i += 1;
-                subs.push(match kind {
-                    Kind::Metrics => metric_rows(session, n),
-                    Kind::Conversations => conversation_rows(session, n, &seq),
-                });
+                subs.push((
+                    session,
+                    match kind {
+                        Kind::Metrics => metric_rows(session, n),
+                        Kind::Conversations => conversation_rows(session, n, &seq),
+                    },
+                ));
                 made += n;
             }
             subs
@@ -534,7 +541,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         let commits = commits.clone();
         producers.push(tokio::spawn(async move {
             let mut waiting = Vec::new();
-            for (i, rows) in subs.into_iter().enumerate() {
+            for (i, (session, rows)) in subs.into_iter().enumerate() {
                 // Every 50th submission carries an ack, timed from submit
                 // to commit: what a sender waits for its `ack`.
                 let timed_ack = i % 50 == 0;
@@ -554,7 +561,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
                 } else {
                     None
                 };
-                reservation.submit(rows, ack);
+                reservation.submit(Order::Session(session), rows, ack);
                 if i % 64 == 63 {
                     tokio::task::yield_now().await;
                 }
@@ -684,6 +691,7 @@ async fn main() -> anyhow::Result<()> {
             "sessions": args.sessions,
             "submission_rows": args.submission_rows,
             "batch_max_rows": args.batch_max_rows,
+            "ordered_writers": args.ordered_writers,
             "metric_writers": args.metric_writers,
             "flush_interval_ms": args.flush_interval_ms,
             "backlog_max_rows": args.backlog_max_rows,

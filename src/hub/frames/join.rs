@@ -20,6 +20,7 @@ use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{Event, Member, Role, StreamPosition};
 use crate::protocol::{CloseCode, ErrorCode, ServerFrame, SessionStatus};
 use crate::session::{Session, View, member_key};
+use crate::store::writer::Order;
 use crate::store::{ParticipantRow, Row};
 use crate::stream::Origin;
 
@@ -159,14 +160,17 @@ impl Hub {
         client.joined.push(s.clone());
         let status = s.lock().info.status;
         if me.role == Role::Participant {
-            self.persist(vec![Row::ParticipantJoined(ParticipantRow {
-                session_id,
-                participant_id: me.subject.clone(),
-                participant_name: client.display_name.clone(),
-                joined_at: chrono::Utc::now(),
-                left_at: None,
-                questions_asked: 0,
-            })]);
+            self.persist(
+                Order::Session(session_id),
+                vec![Row::ParticipantJoined(ParticipantRow {
+                    session_id,
+                    participant_id: me.subject.clone(),
+                    participant_name: client.display_name.clone(),
+                    joined_at: chrono::Utc::now(),
+                    left_at: None,
+                    questions_asked: 0,
+                })],
+            );
         }
         if me.role == Role::Renderer
             && matches!(status, SessionStatus::Created)

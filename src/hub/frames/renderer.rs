@@ -21,6 +21,7 @@ use crate::protocol::frames::ClientMsgId;
 use crate::protocol::model::{AlertType, Event, RendererMetrics, Role, Severity, StatePatch};
 use crate::protocol::{ErrorCode, SessionStatus};
 use crate::session::Session;
+use crate::store::writer::Order;
 use crate::store::{MetricRow, Row};
 
 impl Hub {
@@ -176,7 +177,7 @@ impl Hub {
             })
             .await?;
         if let Some((issued_us, true)) = pending {
-            self.persist(webhook_rows(&s, &p, true));
+            self.persist(Order::Session(s.id), webhook_rows(&s, &p, true));
             m::emergency_stop_ack(std::time::Duration::from_micros(crate::clock::since_us(
                 issued_us,
             )));
@@ -220,6 +221,7 @@ impl Hub {
             m::renderer_component(metrics.component.as_deref(), l);
         }
         self.persist_droppable(
+            Order::Session(s.id),
             MetricRow::from_report(s.id, chrono::Utc::now(), &metrics)
                 .map(Row::Metric)
                 .collect(),
