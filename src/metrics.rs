@@ -413,6 +413,12 @@ pub fn redis_wait_short() {
     counter!("eva_redis_wait_short_total").increment(1);
 }
 
+/// A script a Redis Cluster redirected (its slot moved or is moving) was
+/// sent again.
+pub fn redis_redirected() {
+    counter!("eva_redis_redirects_total").increment(1);
+}
+
 /// A Redis client whose connection task had ended for good was started
 /// again by the health monitor.
 pub fn redis_client_restarted() {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, Config, Error as RedisError, LuaInterface};
@@ -107,6 +107,13 @@ pub(super) async fn connect(cfg: &RedisSettings) -> Result<Clients, BrokerError>
             // sequenced twice; fail it instead and let the track
             // resync.
             c.max_command_attempts = 1;
+            // A redirected command is answered with an error instead of
+            // being followed: following `MOVED` would spend the one
+            // attempt, and following `ASK` without one left ends the
+            // client's connection task. A redirection means the server did
+            // not run the command, so `Script::run` sends it again itself
+            // (`MOVED` has refreshed the slot map by then).
+            c.max_redirections = 0;
         })
         .set_policy(ReconnectPolicy::new_constant(0, 250));
     let client = builder.build().map_err(unavailable)?;
@@ -136,9 +143,19 @@ pub(super) async fn ping(client: &Client, timeout: Duration) -> Result<(), Broke
     }
 }
 
+/// How long a script redirected by a Redis Cluster (a slot that moved or is
+/// moving) is tried again, and the pauses between tries. Moving one slot's
+/// keys takes milliseconds; a slot stays half-moved (`ASK`) until
+/// `redis-cli --cluster reshard` or its like settles it.
+const REDIRECT_PATIENCE: Duration = Duration::from_secs(3);
+const REDIRECT_PAUSE_FIRST: Duration = Duration::from_millis(2);
+const REDIRECT_PAUSE_MAX: Duration = Duration::from_millis(100);
+
 /// A Lua script run by hash, loaded on first use. A server that does not
 /// know it (restarted, or a cluster shard or promoted replica that never
-/// saw it) gets the source once with EVAL, which also caches it there.
+/// saw it) gets the source once with EVAL, which also caches it there. A
+/// script the cluster redirects is sent again: the server that redirected
+/// it did not run it, so it runs once.
 pub(super) struct Script {
     source: &'static str,
     sha: Mutex<Option<String>>,
@@ -169,13 +186,37 @@ impl Script {
                 sha
             }
         };
-        match client.evalsha(sha, keys.clone(), args.clone()).await {
-            Err(e) if e.to_string().contains("NOSCRIPT") => {
-                client.eval(self.source, keys, args).await
+        let deadline = Instant::now() + REDIRECT_PATIENCE;
+        let mut pause = REDIRECT_PAUSE_FIRST;
+        loop {
+            let result = match client
+                .evalsha(sha.as_str(), keys.clone(), args.clone())
+                .await
+            {
+                Err(e) if e.to_string().contains("NOSCRIPT") => {
+                    client.eval(self.source, keys.clone(), args.clone()).await
+                }
+                other => other,
+            };
+            match result {
+                Err(e) if is_redirect(&e) && Instant::now() + pause < deadline => {
+                    m::redis_redirected();
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REDIRECT_PAUSE_MAX);
+                }
+                other => return other,
             }
-            other => other,
         }
     }
+}
+
+/// A Redis Cluster refused the command without running it: its slot is on
+/// another shard (`MOVED`), being moved there (`ASK`), or a multi-key
+/// command met a slot half-moved (`TRYAGAIN`).
+fn is_redirect(e: &RedisError) -> bool {
+    use fred::error::ErrorKind;
+    (e.kind() == &ErrorKind::Routing && e.details().contains("redirections"))
+        || e.details().starts_with("TRYAGAIN")
 }
 
 pub(super) fn is_connection_error(e: &RedisError) -> bool {

@@ -31,6 +31,9 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heartbeat = Instant::now() - Duration::from_secs(3600);
+    // Ticks left at which to subscribe again the channels a slot still
+    // being moved refused.
+    let mut retries = 0;
     loop {
         // A failover or resharding moves slots: the shard channels of
         // those slots were dropped by their old owner and must be
@@ -58,7 +61,7 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
         if !ok {
             continue;
         }
-        if !was || reconnected {
+        if !was || reconnected || retries > 0 {
             // Pub/sub may have missed messages, and subscriptions made
             // while Redis was away never happened.
             // Resync first: a subscription to a shard that is still
@@ -66,7 +69,11 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
             // sessions' hand-overs must not wait for it. The resync after
             // the subscriptions catches what was published in between.
             resync_all(&shared);
-            resubscribe(&shared).await;
+            retries = match resubscribe(&shared).await {
+                Resubscribed::All => 0,
+                Resubscribed::Refused if !was || reconnected => RESUBSCRIBE_RETRIES,
+                Resubscribed::Refused => retries - 1,
+            };
             resync_all(&shared);
         }
         let every = Duration::from_secs(shared.cfg.presence_ttl_s / 3);
@@ -90,9 +97,24 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
     }
 }
 
+/// How many ticks in a row the monitor subscribes again channels that were
+/// refused. Each try resyncs every session, so it is bounded.
+const RESUBSCRIBE_RETRIES: u32 = 20;
+
+/// What a resubscription achieved.
+enum Resubscribed {
+    /// Every channel, or every one but those that timed out: a shard that
+    /// does not answer is left to the next reconnect, so that the monitor
+    /// does not wait a command timeout per slot at every tick.
+    All,
+    /// A shard refused some (their slot is being moved): worth trying again
+    /// soon.
+    Refused,
+}
+
 /// Subscribes again to every watched session's channel, one SSUBSCRIBE
 /// per hash slot (a cluster refuses channels of several slots in one).
-async fn resubscribe(shared: &Shared) {
+async fn resubscribe(shared: &Shared) -> Resubscribed {
     let channels: Vec<String> = shared
         .tracks
         .iter()
@@ -102,21 +124,24 @@ async fn resubscribe(shared: &Shared) {
         Ok(groups) => groups,
         Err(e) => {
             tracing::warn!(error = %e, "resubscribe failed");
-            return;
+            return Resubscribed::All;
         }
     };
     let timeout = shared.cfg.command_timeout();
+    let mut result = Resubscribed::All;
     for (_, channels) in groups {
         let subscribed =
             tokio::time::timeout(timeout, shared.subscriber.ssubscribe(Vec::from(channels))).await;
         match subscribed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "resubscribe failed; retried after the next reconnect");
+                result = Resubscribed::Refused;
+                tracing::warn!(error = %e, "resubscribe failed; trying again at the next tick");
             }
             Err(_) => tracing::warn!("resubscribe timed out; retried after the next reconnect"),
         }
     }
+    result
 }
 
 /// Reads which nodes' heartbeats are out of date. The shared counters
