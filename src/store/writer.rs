@@ -465,7 +465,7 @@ impl BatchWriter {
                 pending.fence = Some(fence.clone());
                 let mut b = shared.backlog.lock();
                 for q in &mut b.queues[FIRST_ORDERED + 1..] {
-                    q.pending.push_back(Pending::marker(fence.clone()));
+                    q.push(Pending::marker(fence.clone()));
                 }
                 b.queues[FIRST_ORDERED].push(pending);
                 drop(b);

@@ -208,6 +208,18 @@ async fn sessions_on_every_master_keep_one_order_across_nodes() {
     assert_one_history(&nodes, &sessions).await;
 }
 
+/// How many of `sessions` got a discontinuity on some node.
+fn sessions_reset(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) -> usize {
+    sessions
+        .iter()
+        .filter(|s| {
+            nodes
+                .iter()
+                .any(|(_, rec)| rec.resets.lock().iter().any(|(x, _, _)| x == *s))
+        })
+        .count()
+}
+
 /// A private cluster (its faults must not reach other tests), three nodes
 /// and 12 sessions, with every node publishing to every session.
 async fn under_load_on_a_private_cluster() -> (
@@ -243,14 +255,7 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
     let (ok, failed) = load.stop().await;
     assert_one_history(&nodes, &sessions).await;
     // Only the killed master's sessions should have needed a new epoch.
-    let reset = sessions
-        .iter()
-        .filter(|s| {
-            nodes
-                .iter()
-                .any(|(_, rec)| rec.resets.lock().iter().any(|(x, _, _)| x == *s))
-        })
-        .count();
+    let reset = sessions_reset(&nodes, &sessions);
     eprintln!(
         "failover under load: {ok} publishes succeeded, {failed} failed; {reset} of {} sessions got a discontinuity",
         sessions.len()
@@ -270,14 +275,7 @@ async fn resharding_under_load_loses_nothing() {
         .expect("reshard");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, failed) = load.stop().await;
-    let reset = sessions
-        .iter()
-        .filter(|s| {
-            nodes
-                .iter()
-                .any(|(_, rec)| rec.resets.lock().iter().any(|(x, _, _)| x == *s))
-        })
-        .count();
+    let reset = sessions_reset(&nodes, &sessions);
     eprintln!(
         "resharding under load: {ok} publishes succeeded, {failed} failed; {reset} of {} sessions got a discontinuity",
         sessions.len()

@@ -35,6 +35,14 @@ fn writer(store: &Arc<dyn Store>) -> BatchWriter {
     )
 }
 
+async fn sessions(store: &Arc<dyn Store>) -> Vec<SessionId> {
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        sessions.push(session(store).await);
+    }
+    sessions
+}
+
 fn submit(w: &BatchWriter, order: Order, rows: Vec<Row>) -> Committed {
     let (ack, committed) = Ack::notify();
     w.submit(order, rows, Some(ack)).expect("backlog room");
@@ -51,10 +59,7 @@ fn ended(id: eva_hub::ids::EventId, duration_seconds: i32) -> Row {
 
 pub(super) async fn the_writer_keeps_each_sessions_order(store: Arc<dyn Store>) {
     let w = writer(&store);
-    let mut sessions: Vec<SessionId> = Vec::new();
-    for _ in 0..SESSIONS {
-        sessions.push(session(&store).await);
-    }
+    let sessions = sessions(&store).await;
     let mut waits = Vec::new();
     let mut expected = Vec::new();
     // Each round: every session starts a takeover, then ends it in a
@@ -109,10 +114,7 @@ pub(super) async fn the_writer_keeps_each_sessions_order(store: Arc<dyn Store>) 
 
 pub(super) async fn an_order_all_submission_is_a_fence(store: Arc<dyn Store>) {
     let w = writer(&store);
-    let mut sessions: Vec<SessionId> = Vec::new();
-    for _ in 0..SESSIONS {
-        sessions.push(session(&store).await);
-    }
+    let sessions = sessions(&store).await;
     let mut waits = Vec::new();
     for round in 0..ROUNDS {
         // Before the fence, every session raises an alert...
