@@ -208,8 +208,11 @@ async fn sessions_on_every_master_keep_one_order_across_nodes() {
     assert_one_history(&nodes, &sessions).await;
 }
 
-/// How many of `sessions` got a discontinuity on some node.
-fn sessions_reset(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) -> usize {
+/// The sessions of `sessions` that got a discontinuity on some node.
+fn sessions_reset(
+    nodes: &[(Arc<RedisBroker>, Arc<Recorder>)],
+    sessions: &[SessionId],
+) -> Vec<SessionId> {
     sessions
         .iter()
         .filter(|s| {
@@ -217,17 +220,21 @@ fn sessions_reset(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[Sessi
                 .iter()
                 .any(|(_, rec)| rec.resets.lock().iter().any(|(x, _, _)| x == *s))
         })
-        .count()
+        .copied()
+        .collect()
 }
 
 /// A private cluster (its faults must not reach other tests), three nodes
 /// and 12 sessions, with every node publishing to every session.
-async fn under_load_on_a_private_cluster() -> (
-    Arc<PrivateCluster>,
-    Vec<(Arc<RedisBroker>, Arc<Recorder>)>,
-    Vec<SessionId>,
-    Load,
-) {
+struct UnderLoad {
+    cluster: Arc<PrivateCluster>,
+    nodes: Vec<(Arc<RedisBroker>, Arc<Recorder>)>,
+    sessions: Vec<SessionId>,
+    load: Load,
+    prefix: String,
+}
+
+async fn under_load_on_a_private_cluster() -> UnderLoad {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
         .with_test_writer()
@@ -237,14 +244,35 @@ async fn under_load_on_a_private_cluster() -> (
     cfg.stream_maxlen = 10_000;
     let (nodes, sessions) = setup(&cfg, 12).await;
     let load = Load::start(&nodes, &sessions);
-    (cluster, nodes, sessions, load)
+    UnderLoad {
+        cluster,
+        nodes,
+        sessions,
+        load,
+        prefix: cfg.prefix.to_string(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_master_under_load_keeps_one_history_per_session() {
-    let (cluster, nodes, sessions, load) = under_load_on_a_private_cluster().await;
+    let UnderLoad {
+        cluster,
+        nodes,
+        sessions,
+        load,
+        prefix,
+    } = under_load_on_a_private_cluster().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = cluster.masters()[0];
+    // The victim answers only for the keys of its own slots.
+    let on_victim: Vec<SessionId> = sessions
+        .iter()
+        .filter(|s| {
+            let position = format!("{prefix}:session:{{{s}}}:position");
+            cluster.cli(victim, &["exists", &position]).trim() == "1"
+        })
+        .copied()
+        .collect();
     cluster.kill(victim);
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.wait_failover(victim, Duration::from_secs(30)))
@@ -254,11 +282,19 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, failed) = load.stop().await;
     assert_one_history(&nodes, &sessions).await;
-    // Only the killed master's sessions should have needed a new epoch.
     let reset = sessions_reset(&nodes, &sessions);
     eprintln!(
-        "failover under load: {ok} publishes succeeded, {failed} failed; {reset} of {} sessions got a discontinuity",
-        sessions.len()
+        "failover under load: {ok} publishes succeeded, {failed} failed; {} of {} sessions got a discontinuity; {} were on the killed master",
+        reset.len(),
+        sessions.len(),
+        on_victim.len()
+    );
+    // Only the killed master's sessions may need a new epoch: the others'
+    // shards went on.
+    let elsewhere: Vec<&SessionId> = reset.iter().filter(|s| !on_victim.contains(s)).collect();
+    assert!(
+        elsewhere.is_empty(),
+        "sessions on masters that kept running got a discontinuity: {elsewhere:?}"
     );
     // And the session goes on: a publish on each node lands everywhere.
     publish_on_every_node(&nodes, &sessions).await;
@@ -267,7 +303,13 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_under_load_loses_nothing() {
-    let (cluster, nodes, sessions, load) = under_load_on_a_private_cluster().await;
+    let UnderLoad {
+        cluster,
+        nodes,
+        sessions,
+        load,
+        ..
+    } = under_load_on_a_private_cluster().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.reshard(4000))
@@ -275,7 +317,7 @@ async fn resharding_under_load_loses_nothing() {
         .expect("reshard");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (ok, failed) = load.stop().await;
-    let reset = sessions_reset(&nodes, &sessions);
+    let reset = sessions_reset(&nodes, &sessions).len();
     eprintln!(
         "resharding under load: {ok} publishes succeeded, {failed} failed; {reset} of {} sessions got a discontinuity",
         sessions.len()

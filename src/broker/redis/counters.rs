@@ -16,14 +16,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::clients::Client;
 use std::sync::Arc;
 
 use fred::prelude::{HashesInterface, SetsInterface};
 use fred::types::Value;
 use parking_lot::RwLock;
 
-use super::conn::Reachability;
+use super::router::Router;
 use super::scripts::{Keys, SCRIPTS};
 use crate::config::LimitSettings;
 use crate::counters::{Counters, RateKey, SlotKey};
@@ -35,34 +34,32 @@ const SLOT_TTL_S: i64 = 86_400;
 
 #[derive(Debug)]
 pub(super) struct RedisCounters {
-    client: Client,
+    /// Where commands go, and which servers answer: while a counter's
+    /// server is away, it fails open at once instead of waiting out a
+    /// command timeout.
+    redis: Arc<Router>,
     keys: Keys,
     node: String,
     /// Nodes whose heartbeat is out of date (the broker's health monitor
     /// refreshes the list).
     dead_nodes: Arc<RwLock<Vec<String>>>,
-    /// The broker's view of Redis: while it is away, counters fail open
-    /// at once instead of waiting out a command timeout.
-    up: Reachability,
     questions_per_minute: u32,
     rest_per_window: u32,
 }
 
 impl RedisCounters {
     pub(super) fn new(
-        client: Client,
+        redis: Arc<Router>,
         keys: Keys,
         node: String,
         dead_nodes: Arc<RwLock<Vec<String>>>,
-        up: Reachability,
         limits: &LimitSettings,
     ) -> RedisCounters {
         RedisCounters {
-            client,
+            redis,
             keys,
             node,
             dead_nodes,
-            up,
             questions_per_minute: limits.questions_per_minute,
             // A fixed one-second window: `rest_per_s` calls in each second
             // (the burst allowance refines a single node's bucket only).
@@ -70,8 +67,8 @@ impl RedisCounters {
         }
     }
 
-    fn reachable(&self) -> Result<(), String> {
-        if self.up.is_up() {
+    fn reachable(&self, key: &str) -> Result<(), String> {
+        if self.redis.is_up(key) {
             Ok(())
         } else {
             Err("Redis is unreachable".into())
@@ -82,11 +79,13 @@ impl RedisCounters {
 #[async_trait]
 impl Counters for RedisCounters {
     async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
-        self.reachable()?;
         let hash = self.keys.slots(&key);
+        self.reachable(&hash)?;
+        let held = self.keys.node_slots(&self.node);
         let _: i64 = self
-            .client
-            .sadd(self.keys.node_slots(&self.node), hash.as_str())
+            .redis
+            .client(&held)
+            .sadd(&held, hash.as_str())
             .await
             .map_err(|e| e.to_string())?;
         let mut args: Vec<Value> = vec![
@@ -102,15 +101,15 @@ impl Counters for RedisCounters {
         );
         let v = SCRIPTS
             .acquire
-            .run(&self.client, vec![hash], args)
+            .run(&self.redis, vec![hash], args)
             .await
             .map_err(|e| e.to_string())?;
         Ok(matches!(v, Value::Integer(1)))
     }
 
     fn release(&self, key: SlotKey) {
-        let client = self.client.clone();
         let hash = self.keys.slots(&key);
+        let client = self.redis.client(&hash);
         let node = self.node.clone();
         tokio::spawn(async move {
             let left: Result<i64, _> = client.hincrby(&hash, &node, -1).await;
@@ -128,13 +127,14 @@ impl Counters for RedisCounters {
         if limit == 0 {
             return Ok(Ok(()));
         }
-        self.reachable()?;
         let window = now_ms() / 1000 / window_s;
+        let counter = self.keys.rate(key, window);
+        self.reachable(&counter)?;
         let v = SCRIPTS
             .hit
             .run(
-                &self.client,
-                vec![self.keys.rate(key, window)],
+                &self.redis,
+                vec![counter],
                 vec![i64::from(limit).into(), (window_s as i64).into()],
             )
             .await

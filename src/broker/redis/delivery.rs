@@ -47,10 +47,8 @@ impl Shared {
         // Subscribe before reading the stream, so nothing published in
         // between is missed.
         let subscribed = self.subscriber.ssubscribe(self.keys.channel(session)).await;
-        let added: Result<i64, _> = self
-            .client
-            .sadd(self.keys.live_sessions(), session.to_string())
-            .await;
+        let live = self.keys.live_sessions();
+        let added: Result<i64, _> = self.client(&live).sadd(&live, session.to_string()).await;
         if let Err(e) = subscribed.and(added.map(|_| ())) {
             self.tracks.remove(&session);
             return Err(unavailable(e));
@@ -459,7 +457,7 @@ pub(super) async fn resync_worker(weak: Weak<Shared>, mut rx: mpsc::UnboundedRec
                     continue;
                 }
             }
-            if !shared.is_up() {
+            if !shared.is_up(session) {
                 // Retried when the monitor sees Redis again.
                 track.state.lock().resync_queued = false;
                 continue;
@@ -468,7 +466,7 @@ pub(super) async fn resync_worker(weak: Weak<Shared>, mut rx: mpsc::UnboundedRec
                 tracing::warn!(%session, error = %e, "resync failed; will retry");
                 let mut st = track.state.lock();
                 st.resync_queued = false;
-                if shared.is_up() {
+                if shared.is_up(session) {
                     shared.queue_resync(&track, &mut st);
                 }
             }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface, SortedSetsInterface};
 use fred::util::group_by_hash_slot;
 
+use super::conn::{is_connection_error, restart};
 use super::delivery::resync_all;
 use super::node::Shared;
 use crate::ids::now_ms;
@@ -19,10 +20,9 @@ use crate::ids::now_ms;
 /// Watches Redis' health, refreshes this node's heartbeat, and resyncs
 /// every session after an outage or a reconnect.
 pub(super) async fn monitor(weak: Weak<Shared>) {
-    let Some((mut reconnects, mut moved, mut sub_moved)) = weak.upgrade().map(|s| {
+    let Some((mut reconnects, mut moved)) = weak.upgrade().map(|s| {
         (
             s.subscriber.reconnect_rx(),
-            s.client.cluster_change_rx(),
             s.subscriber.cluster_change_rx(),
         )
     }) else {
@@ -42,26 +42,27 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
             _ = tick.tick() => false,
             r = reconnects.recv() => r.is_ok(),
             r = moved.recv() => r.is_ok(),
-            r = sub_moved.recv() => r.is_ok(),
         };
         let Some(shared) = weak.upgrade() else { return };
         // A client whose connection task ended fails every command until
         // it is started again; what it missed meanwhile is resynced.
-        let revived = shared
-            .tasks
-            .revive(
-                &shared.client,
-                &shared.subscriber,
-                shared.cfg.command_timeout() * 2,
-            )
-            .await;
-        let reconnected = reconnected || revived;
-        let ok = shared.client.ping::<String>(None).await.is_ok();
-        let was = shared.set_up(ok);
-        if !ok {
+        let revived = revive_subscriber(&shared).await | shared.redis.revive().await;
+        // On a cluster, the slot map is read at every tick: a failover
+        // shows there first, and the failed master's sessions follow its
+        // slots to the new one.
+        let moved = match shared.redis.refresh().await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the Redis Cluster slot map failed");
+                false
+            }
+        };
+        let reconnected = reconnected || revived || moved;
+        let (answer, back) = ping_every_shard(&shared).await;
+        if !answer {
             continue;
         }
-        if !was || reconnected || retries > 0 {
+        if back || reconnected || retries > 0 {
             // Pub/sub may have missed messages, and subscriptions made
             // while Redis was away never happened.
             // Resync first: a subscription to a shard that is still
@@ -71,17 +72,18 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
             resync_all(&shared);
             retries = match resubscribe(&shared).await {
                 Resubscribed::All => 0,
-                Resubscribed::Refused if !was || reconnected => RESUBSCRIBE_RETRIES,
+                Resubscribed::Refused if back || reconnected => RESUBSCRIBE_RETRIES,
                 Resubscribed::Refused => retries - 1,
             };
             resync_all(&shared);
         }
         let every = Duration::from_secs(shared.cfg.presence_ttl_s / 3);
-        if last_heartbeat.elapsed() >= every {
+        let beats = shared.keys.heartbeats();
+        if last_heartbeat.elapsed() >= every && shared.redis.is_up(&beats) {
             let beat: Result<i64, _> = shared
-                .client
+                .client(&beats)
                 .zadd(
-                    shared.keys.heartbeats(),
+                    &beats,
                     None,
                     None,
                     false,
@@ -94,6 +96,44 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
             }
         }
         refresh_dead_nodes(&shared).await;
+    }
+}
+
+/// Pings every server at once and records which answer. Returns whether
+/// any answers, and whether one came back (its sessions hand over the
+/// runs they made alone).
+async fn ping_every_shard(shared: &Shared) -> (bool, bool) {
+    let shards = shared.redis.shards();
+    let pings = shards.iter().map(|shard| shard.client.ping::<String>(None));
+    let answers = futures_util::future::join_all(pings).await;
+    let (mut any, mut back) = (false, false);
+    for (shard, answer) in shards.iter().zip(answers) {
+        // Any reply means the server is there: a cluster electing a new
+        // master answers `CLUSTERDOWN` even to a PING.
+        let answer = match &answer {
+            Err(e) if is_connection_error(e) => Err(e),
+            _ => Ok(()),
+        };
+        let ok = answer.is_ok();
+        let was = shared.redis.set_up(shard, answer);
+        any |= ok;
+        back |= ok && !was;
+    }
+    (any, back)
+}
+
+/// Starts the pub/sub client again if its connection task ended.
+async fn revive_subscriber(shared: &Shared) -> bool {
+    if !shared.subscriber_task.lock().is_finished() {
+        return false;
+    }
+    let timeout = shared.cfg.command_timeout() * 2;
+    match restart(&shared.subscriber, "pub/sub", timeout).await {
+        Some(task) => {
+            *shared.subscriber_task.lock() = task;
+            true
+        }
+        None => false,
     }
 }
 
@@ -150,15 +190,13 @@ async fn resubscribe(shared: &Shared) -> Resubscribed {
 /// both).
 async fn refresh_dead_nodes(shared: &Shared) {
     let deadline = now_ms().saturating_sub(shared.cfg.presence_ttl_s * 1000);
+    let beats = shared.keys.heartbeats();
+    if !shared.redis.is_up(&beats) {
+        return;
+    }
     let dead: Result<Vec<String>, _> = shared
-        .client
-        .zrangebyscore(
-            shared.keys.heartbeats(),
-            "-inf",
-            deadline as f64,
-            false,
-            None,
-        )
+        .client(&beats)
+        .zrangebyscore(&beats, "-inf", deadline as f64, false, None)
         .await;
     if let Ok(dead) = dead {
         *shared.dead_nodes.write() = dead;

@@ -85,9 +85,9 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use crate::broker::redis::conn::Reachability;
 use crate::broker::redis::counters::RedisCounters;
 use crate::broker::redis::node::Shared;
+use crate::broker::redis::router::Router;
 use crate::broker::redis::scripts::Keys;
 use crate::broker::{Broker, BrokerError, BrokerHandler, Checkpoint, Condition, HistoryPage};
 use crate::config::{LimitSettings, RedisSettings};
@@ -105,6 +105,7 @@ mod node;
 mod outage;
 mod presence;
 mod reply;
+mod router;
 mod scripts;
 mod sequence;
 mod track;
@@ -134,28 +135,24 @@ impl RedisBroker {
         cfg: &RedisSettings,
         history_size: usize,
     ) -> Result<RedisBroker, BrokerError> {
-        let conn::Clients {
-            client,
-            subscriber,
-            tasks,
-        } = conn::connect(cfg).await?;
         let node = if cfg.node_id.is_empty() {
             format!("node-{:08x}", rand::random::<u32>())
         } else {
             cfg.node_id.clone()
         };
+        let redis = Arc::new(Router::connect(cfg, &node).await?);
+        let (subscriber, subscriber_task) = conn::subscriber(cfg).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            client,
+            redis,
             subscriber,
-            tasks,
+            subscriber_task: Mutex::new(subscriber_task),
             keys: Keys::new(cfg.prefix.clone()),
             node,
             cfg: cfg.clone(),
             history_size: history_size.max(1),
             handler: OnceLock::new(),
             tracks: DashMap::new(),
-            up: Reachability::connected(),
             resync: tx,
             forgotten: Mutex::new(Vec::new()),
             dead_nodes: Arc::new(RwLock::new(Vec::new())),
@@ -250,11 +247,10 @@ impl Broker for RedisBroker {
     fn shared_counters(&self, limits: &LimitSettings) -> Option<Arc<dyn Counters>> {
         let s = &self.shared;
         Some(Arc::new(RedisCounters::new(
-            s.client.clone(),
+            s.redis.clone(),
             s.keys.clone(),
             s.node.clone(),
             s.dead_nodes.clone(),
-            s.up.clone(),
             limits,
         )))
     }
@@ -275,7 +271,18 @@ impl Broker for RedisBroker {
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
+        // Ready while some server answers: during a cluster failover the
+        // other shards' sessions go on.
         let s = &self.shared;
-        conn::ping(&s.client, s.cfg.command_timeout()).await
+        let mut shards = s.redis.shards();
+        shards.sort_by_key(|shard| !shard.is_up());
+        let mut last = None;
+        for shard in shards {
+            match conn::ping(&shard.client, s.cfg.command_timeout()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| reply::unavailable("no Redis server")))
     }
 }

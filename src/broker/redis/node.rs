@@ -1,7 +1,8 @@
 //! One node's state, shared by its broker handle and its background tasks
-//! (pub/sub receiver, health monitor, resync worker): the Redis clients,
-//! key layout, node name and settings, the hub's handler, the tracks of
-//! the sessions it watches, whether Redis answers, and the resync queue.
+//! (pub/sub receiver, health monitor, resync worker): the router to the
+//! Redis servers (and whether each answers), the pub/sub client, key
+//! layout, node name and settings, the hub's handler, the tracks of the
+//! sessions it watches, and the resync queue.
 //! The methods that act on it live with their responsibility
 //! (`delivery.rs`, `outage.rs`, `presence.rs`, `sequence.rs`); here are only
 //! the accessors and the script call they all share.
@@ -10,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use fred::clients::{Client, SubscriberClient};
-use fred::types::Value;
+use fred::types::{ConnectHandle, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use super::conn::{ConnectionTasks, Reachability, Script, is_connection_error};
 use super::reply::unavailable;
+use super::router::{Router, Script};
 use super::scripts::Keys;
 use super::track::Track;
 use crate::broker::{BrokerError, BrokerHandler};
@@ -23,17 +24,18 @@ use crate::config::RedisSettings;
 use crate::ids::SessionId;
 
 pub(super) struct Shared {
-    pub(super) client: Client,
+    /// Where commands go, and which servers answer.
+    pub(super) redis: Arc<Router>,
     pub(super) subscriber: SubscriberClient,
-    /// The clients' connection tasks, watched by the health monitor.
-    pub(super) tasks: ConnectionTasks,
+    /// The pub/sub client's connection task, watched by the health
+    /// monitor.
+    pub(super) subscriber_task: Mutex<ConnectHandle>,
     pub(super) keys: Keys,
     pub(super) node: String,
     pub(super) cfg: RedisSettings,
     pub(super) history_size: usize,
     pub(super) handler: OnceLock<Arc<dyn BrokerHandler>>,
     pub(super) tracks: DashMap<SessionId, Arc<Track>>,
-    pub(super) up: Reachability,
     pub(super) resync: mpsc::UnboundedSender<SessionId>,
     /// Members of this node's previous life, counted out at start.
     pub(super) forgotten: Mutex<Vec<(SessionId, String)>>,
@@ -51,31 +53,34 @@ impl Shared {
         self.tracks.get(&session).map(|t| t.clone())
     }
 
-    pub(super) fn is_up(&self) -> bool {
-        self.up.is_up()
+    /// Whether the Redis server holding `session`'s keys answers.
+    pub(super) fn is_up(&self, session: SessionId) -> bool {
+        self.redis.is_up(&self.keys.position(session))
     }
 
-    pub(super) fn set_up(&self, up: bool) -> bool {
-        self.up.set_up(up, &self.node)
+    /// The client for commands on `key`.
+    pub(super) fn client(&self, key: &str) -> Client {
+        self.redis.client(key)
     }
 
-    /// A failed command's error; a lost connection also marks Redis down.
-    pub(super) fn lost(&self, e: fred::error::Error) -> BrokerError {
-        if is_connection_error(&e) {
-            self.set_up(false);
-        }
+    /// A failed command on `key`; a lost connection also marks its server
+    /// away.
+    pub(super) fn lost(&self, key: &str, e: fred::error::Error) -> BrokerError {
+        self.redis.lost(key, &e);
         unavailable(e)
     }
 
+    /// Runs `script` on the server holding `keys` (one slot).
     pub(super) async fn run(
         &self,
         script: &Script,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, BrokerError> {
+        let route = keys.first().cloned().unwrap_or_default();
         script
-            .run(&self.client, keys, args)
+            .run(&self.redis, keys, args)
             .await
-            .map_err(|e| self.lost(e))
+            .map_err(|e| self.lost(&route, e))
     }
 }

@@ -32,11 +32,12 @@ impl Shared {
         delta: i64,
     ) -> Result<i64, BrokerError> {
         // Recorded first: a reaper finds every count this node holds.
+        let set = self.keys.node_sessions(&self.node);
         let _: i64 = self
-            .client
-            .sadd(self.keys.node_sessions(&self.node), session.to_string())
+            .client(&set)
+            .sadd(&set, session.to_string())
             .await
-            .map_err(|e| self.lost(e))?;
+            .map_err(|e| self.lost(&set, e))?;
         let v = self
             .run(
                 &SCRIPTS.presence,
@@ -60,7 +61,7 @@ impl Shared {
     ) -> Result<bool, BrokerError> {
         if let Some(t) = self.track(session) {
             let mut st = t.state.lock();
-            if !self.is_up() || st.local.is_some() {
+            if !self.is_up(session) || st.local.is_some() {
                 // Counted into Redis at the hand-over; until then this
                 // node's own count decides (the hub only asks on a local
                 // first join or last leave).
@@ -86,7 +87,7 @@ impl Shared {
     /// this node's previous life, then those of nodes that died.
     pub(super) async fn reaped(&self) -> Result<Vec<(SessionId, String)>, BrokerError> {
         let mut gone = std::mem::take(&mut *self.forgotten.lock());
-        if self.is_up() {
+        if self.redis.is_up(&self.keys.heartbeats()) {
             gone.extend(self.reap(None).await?);
         }
         Ok(gone)
@@ -99,11 +100,12 @@ impl Shared {
     /// wrong.
     async fn reap(&self, forget: Option<&str>) -> Result<Vec<(SessionId, String)>, BrokerError> {
         let deadline = now_ms().saturating_sub(self.cfg.presence_ttl_s * 1000);
+        let beats = self.keys.heartbeats();
         let mut dead: Vec<String> = self
-            .client
-            .zrangebyscore(self.keys.heartbeats(), "-inf", deadline as f64, false, None)
+            .client(&beats)
+            .zrangebyscore(&beats, "-inf", deadline as f64, false, None)
             .await
-            .map_err(|e| self.lost(e))?;
+            .map_err(|e| self.lost(&beats, e))?;
         if let Some(node) = forget {
             dead.push(node.to_owned());
         }
@@ -111,21 +113,28 @@ impl Shared {
         for node in dead {
             let slots = self.keys.node_slots(&node);
             let held: Vec<String> = self
-                .client
+                .client(&slots)
                 .smembers(&slots)
                 .await
-                .map_err(|e| self.lost(e))?;
+                .map_err(|e| self.lost(&slots, e))?;
             for hash in held {
                 let _: i64 = self
-                    .client
-                    .hdel(hash, &node)
+                    .client(&hash)
+                    .hdel(&hash, &node)
                     .await
-                    .map_err(|e| self.lost(e))?;
+                    .map_err(|e| self.lost(&hash, e))?;
             }
-            let _: i64 = self.client.del(&slots).await.map_err(|e| self.lost(e))?;
+            let _: i64 = self
+                .client(&slots)
+                .del(&slots)
+                .await
+                .map_err(|e| self.lost(&slots, e))?;
             let set = self.keys.node_sessions(&node);
-            let sessions: Vec<String> =
-                self.client.smembers(&set).await.map_err(|e| self.lost(e))?;
+            let sessions: Vec<String> = self
+                .client(&set)
+                .smembers(&set)
+                .await
+                .map_err(|e| self.lost(&set, e))?;
             for sid in sessions {
                 let Ok(session) = sid.parse::<SessionId>() else {
                     continue;
@@ -147,12 +156,16 @@ impl Shared {
                         .map(|member| (session, member)),
                 );
             }
-            let _: i64 = self.client.del(&set).await.map_err(|e| self.lost(e))?;
             let _: i64 = self
-                .client
-                .zrem(self.keys.heartbeats(), node.as_str())
+                .client(&set)
+                .del(&set)
                 .await
-                .map_err(|e| self.lost(e))?;
+                .map_err(|e| self.lost(&set, e))?;
+            let _: i64 = self
+                .client(&beats)
+                .zrem(&beats, node.as_str())
+                .await
+                .map_err(|e| self.lost(&beats, e))?;
         }
         Ok(out)
     }
@@ -177,7 +190,7 @@ impl Shared {
         session: SessionId,
         cp: Checkpoint,
     ) -> Result<(), BrokerError> {
-        if !self.is_up() {
+        if !self.is_up(session) {
             return Ok(());
         }
         let k = &self.keys;
@@ -208,9 +221,10 @@ impl Shared {
         &self,
         session: SessionId,
     ) -> Result<Option<(StreamPosition, Vec<u8>)>, BrokerError> {
+        let key = self.keys.checkpoint(session);
         let v: Vec<Value> = self
-            .client
-            .hmget(self.keys.checkpoint(session), vec!["epoch", "seq", "data"])
+            .client(&key)
+            .hmget(&key, vec!["epoch", "seq", "data"])
             .await
             .map_err(unavailable)?;
         let (Some(epoch), Some(seq), Some(data)) = (

@@ -13,7 +13,7 @@
 //! members, connection slots) is a sequence of single-slot steps, each
 //! idempotent, driven from Rust.
 
-use super::conn::Script;
+use super::router::Script;
 use crate::counters::{RateKey, SlotKey};
 use crate::ids::SessionId;
 

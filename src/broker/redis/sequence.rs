@@ -9,10 +9,8 @@ use std::time::Instant;
 
 use fred::error::Error as RedisError;
 use fred::interfaces::ServerInterface;
-use fred::prelude::{ClientLike, Options};
 use fred::prelude::{HashesInterface, KeysInterface, SetsInterface};
-use fred::types::{ClusterHash, Value};
-use fred::util::redis_keyslot;
+use fred::types::Value;
 
 use super::conn::is_connection_error;
 use super::node::Shared;
@@ -53,7 +51,7 @@ impl Shared {
         }
         let track = self.track(session);
         if let Some(t) = &track
-            && (!self.is_up() || t.state.lock().local.is_some())
+            && (!self.is_up(session) || t.state.lock().local.is_some())
         {
             return self.publish_alone(t, events, ts, condition);
         }
@@ -70,7 +68,7 @@ impl Shared {
             let v = match self.sequence(session, &payloads, expected).await {
                 Ok(v) => array(v),
                 Err(e) if is_connection_error(&e) => {
-                    self.set_up(false);
+                    self.redis.lost(&self.keys.position(session), &e);
                     // The script may or may not have run; the hand-over
                     // after the outage settles it (see the module docs).
                     return match &track {
@@ -174,7 +172,7 @@ impl Shared {
         let result = SCRIPTS
             .publish
             .run(
-                &self.client,
+                &self.redis,
                 vec![
                     self.keys.position(session),
                     self.keys.stream(session),
@@ -279,15 +277,9 @@ impl Shared {
         }
         // WAIT counts this connection's writes on one server: the master
         // of the session's slot, where the script ran.
-        let slot = redis_keyslot(self.keys.position(session).as_bytes());
-        let options = Options {
-            cluster_hash: Some(ClusterHash::Custom(slot)),
-            ..Options::default()
-        };
         let want = i64::from(self.cfg.wait_replicas);
         let acked: i64 = self
-            .client
-            .with_options(&options)
+            .client(&self.keys.position(session))
             .wait(want, self.cfg.wait_timeout_ms as i64)
             .await?;
         if acked < want {
@@ -304,7 +296,7 @@ impl Shared {
         session: SessionId,
     ) -> Result<Option<StreamPosition>, BrokerError> {
         if let Some(t) = self.track(session)
-            && (!self.is_up() || t.state.lock().local.is_some())
+            && (!self.is_up(session) || t.state.lock().local.is_some())
         {
             return Ok(Some(t.position()));
         }
@@ -316,11 +308,12 @@ impl Shared {
         &self,
         session: SessionId,
     ) -> Result<Option<StreamPosition>, BrokerError> {
+        let key = self.keys.position(session);
         let v: Vec<Value> = self
-            .client
-            .hmget(self.keys.position(session), vec!["epoch", "seq"])
+            .client(&key)
+            .hmget(&key, vec!["epoch", "seq"])
             .await
-            .map_err(|e| self.lost(e))?;
+            .map_err(|e| self.lost(&key, e))?;
         let Some(epoch) = v.first().filter(|e| !e.is_null()) else {
             return Ok(None);
         };
@@ -397,10 +390,16 @@ impl Shared {
         self.unwatch(session).await?;
         let k = &self.keys;
         let keys = k.session_keys(session, &self.node);
-        let _: i64 = self.client.del(keys).await.map_err(unavailable)?;
+        // All in the session's slot.
         let _: i64 = self
-            .client
-            .srem(k.live_sessions(), session.to_string())
+            .client(&k.position(session))
+            .del(keys)
+            .await
+            .map_err(unavailable)?;
+        let live = k.live_sessions();
+        let _: i64 = self
+            .client(&live)
+            .srem(&live, session.to_string())
             .await
             .map_err(unavailable)?;
         Ok(())
