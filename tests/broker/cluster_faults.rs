@@ -20,12 +20,15 @@ use eva_hub::stream::Origin;
 use super::services::{self, PrivateCluster};
 use super::{Recorder, event, nodes, settings_for, watched};
 
-/// Publishes to every session from every node until stopped; counts the
-/// publishes that succeeded.
+/// Publishes to every session from every node until stopped, and reads
+/// one session's position (a plain command, not a script) per round;
+/// counts the publishes that succeeded and failed, and the reads that
+/// failed.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    reads_failed: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -34,12 +37,14 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let reads_failed = Arc::new(AtomicU64::new(0));
         let tasks = nodes
             .iter()
             .enumerate()
             .map(|(i, (b, _))| {
                 let (b, sessions) = (b.clone(), sessions.to_vec());
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let reads_failed = reads_failed.clone();
                 tokio::spawn(async move {
                     let mut k = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -53,6 +58,10 @@ impl Load {
                                 Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                             };
                         }
+                        let read = sessions[k as usize % sessions.len()];
+                        if b.position(read).await.is_err() {
+                            reads_failed.fetch_add(1, Ordering::Relaxed);
+                        }
                         k += 1;
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
@@ -63,18 +72,28 @@ impl Load {
             stop,
             ok,
             failed,
+            reads_failed,
             tasks,
         }
     }
 
+    /// Publishes that succeeded and failed.
     async fn stop(self) -> (u64, u64) {
+        self.stop_counting_reads().await.0
+    }
+
+    /// (publishes that succeeded, failed), and reads that failed.
+    async fn stop_counting_reads(self) -> ((u64, u64), u64) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.expect("publisher");
         }
         (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
+            (
+                self.ok.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed),
+            ),
+            self.reads_failed.load(Ordering::Relaxed),
         )
     }
 }
@@ -316,14 +335,18 @@ async fn resharding_under_load_loses_nothing() {
         .await
         .expect("reshard");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, failed) = load.stop().await;
+    let ((ok, failed), reads_failed) = load.stop_counting_reads().await;
     let reset = sessions_reset(&nodes, &sessions).len();
     eprintln!(
-        "resharding under load: {ok} publishes succeeded, {failed} failed; {reset} of {} sessions got a discontinuity",
+        "resharding under load: {ok} publishes succeeded, {failed} failed, {reads_failed} position reads failed; {reset} of {} sessions got a discontinuity",
         sessions.len()
     );
-    // A redirected publish is sent again where its slot went: none fails.
+    // A redirected command is sent again where its slot went: none fails.
     assert_eq!(failed, 0, "publishes failed during the resharding");
+    assert_eq!(
+        reads_failed, 0,
+        "position reads failed during the resharding"
+    );
     assert_one_history(&nodes, &sessions).await;
     publish_on_every_node(&nodes, &sessions).await;
     assert_one_history(&nodes, &sessions).await;

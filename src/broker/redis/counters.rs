@@ -81,11 +81,10 @@ impl Counters for RedisCounters {
     async fn acquire(&self, key: SlotKey, limit: u32) -> Result<bool, String> {
         let hash = self.keys.slots(&key);
         self.reachable(&hash)?;
-        let held = self.keys.node_slots(&self.node);
+        let (held, member) = (&self.keys.node_slots(&self.node), hash.as_str());
         let _: i64 = self
             .redis
-            .client(&held)
-            .sadd(&held, hash.as_str())
+            .send(held, |c| async move { c.sadd(held, member).await })
             .await
             .map_err(|e| e.to_string())?;
         let mut args: Vec<Value> = vec![
@@ -109,12 +108,17 @@ impl Counters for RedisCounters {
 
     fn release(&self, key: SlotKey) {
         let hash = self.keys.slots(&key);
-        let client = self.redis.client(&hash);
+        let redis = self.redis.clone();
         let node = self.node.clone();
         tokio::spawn(async move {
-            let left: Result<i64, _> = client.hincrby(&hash, &node, -1).await;
+            let (hash, node) = (&hash, &node);
+            let left: Result<i64, _> = redis
+                .send(hash, |c| async move { c.hincrby(hash, node, -1).await })
+                .await;
             if matches!(left, Ok(n) if n <= 0) {
-                let _: Result<i64, _> = client.hdel(&hash, &node).await;
+                let _: Result<i64, _> = redis
+                    .send(hash, |c| async move { c.hdel(hash, node).await })
+                    .await;
             }
         });
     }

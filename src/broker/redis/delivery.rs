@@ -47,11 +47,13 @@ impl Shared {
         // Subscribe before reading the stream, so nothing published in
         // between is missed.
         let subscribed = self.subscriber.ssubscribe(self.keys.channel(session)).await;
-        let live = self.keys.live_sessions();
-        let added: Result<i64, _> = self.client(&live).sadd(&live, session.to_string()).await;
-        if let Err(e) = subscribed.and(added.map(|_| ())) {
+        let (live, id) = (&self.keys.live_sessions(), &session.to_string());
+        let added: Result<i64, _> = self
+            .send(live, |c| async move { c.sadd(live, id).await })
+            .await;
+        if let Err(e) = subscribed.map_err(unavailable).and(added.map(|_| ())) {
             self.tracks.remove(&session);
-            return Err(unavailable(e));
+            return Err(e);
         }
         self.sync(&track).await
     }

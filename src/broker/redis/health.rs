@@ -80,7 +80,9 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
         let every = Duration::from_secs(shared.cfg.presence_ttl_s / 3);
         let beats = shared.keys.heartbeats();
         if last_heartbeat.elapsed() >= every && shared.redis.is_up(&beats) {
+            // One try per tick: the next tick tries again.
             let beat: Result<i64, _> = shared
+                .redis
                 .client(&beats)
                 .zadd(
                     &beats,
@@ -195,6 +197,7 @@ async fn refresh_dead_nodes(shared: &Shared) {
         return;
     }
     let dead: Result<Vec<String>, _> = shared
+        .redis
         .client(&beats)
         .zrangebyscore(&beats, "-inf", deadline as f64, false, None)
         .await;

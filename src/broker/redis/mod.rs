@@ -46,8 +46,10 @@
 //! both (docs/CLUSTER.md). Every key of a session, and its channel, carry
 //! the hash tag `{<session id>}`, so a session lives in one slot; its
 //! events travel on a shard channel (SPUBLISH/SSUBSCRIBE), which reaches
-//! only the nodes subscribed to it on that shard. fred follows MOVED/ASK
-//! and the topology after a failover; the health monitor subscribes the
+//! only the nodes subscribed to it on that shard. On a cluster the node
+//! sends each command to the master of its key's slot through a client of
+//! that master's own (router.rs), so a failed master stops only its own
+//! sessions; the health monitor reads the slot map, subscribes the
 //! channels again and resyncs the tracks when slots move.
 //!
 //! Keys (`eva` is `redis.prefix`; seed 000 §3; the braces are literal):
@@ -61,8 +63,10 @@
 //!
 //! **Files**, each using only those listed before it:
 //! * `reply.rs`: parsing Redis replies; the `Unavailable` error.
-//! * `conn.rs`: the fred clients and their settings, the script runner,
-//!   connection errors and the reachability flag.
+//! * `conn.rs`: the fred clients and their settings, restarting one,
+//!   connection errors.
+//! * `router.rs`: which server a command goes to (a client per cluster
+//!   master, the slot map), whether each answers, and the script runner.
 //! * `scripts.rs`: every Lua script with its KEYS and ARGV, and the key
 //!   layout (`Keys`).
 //! * `wire.rs`: the JSON an event travels as.

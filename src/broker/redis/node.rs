@@ -7,6 +7,7 @@
 //! (`delivery.rs`, `outage.rs`, `presence.rs`, `sequence.rs`); here are only
 //! the accessors and the script call they all share.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -58,9 +59,18 @@ impl Shared {
         self.redis.is_up(&self.keys.position(session))
     }
 
-    /// The client for commands on `key`.
-    pub(super) fn client(&self, key: &str) -> Client {
-        self.redis.client(key)
+    /// Sends a command on `key` to its server ([`Router::send`]: again
+    /// after a cluster redirection); a lost connection also marks the
+    /// server away.
+    pub(super) async fn send<T, F, Fut>(&self, key: &str, command: F) -> Result<T, BrokerError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, fred::error::Error>>,
+    {
+        self.redis
+            .send(key, command)
+            .await
+            .map_err(|e| self.lost(key, e))
     }
 
     /// A failed command on `key`; a lost connection also marks its server

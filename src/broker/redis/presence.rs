@@ -32,12 +32,11 @@ impl Shared {
         delta: i64,
     ) -> Result<i64, BrokerError> {
         // Recorded first: a reaper finds every count this node holds.
-        let set = self.keys.node_sessions(&self.node);
+        let set = &self.keys.node_sessions(&self.node);
+        let id = &session.to_string();
         let _: i64 = self
-            .client(&set)
-            .sadd(&set, session.to_string())
-            .await
-            .map_err(|e| self.lost(&set, e))?;
+            .send(set, |c| async move { c.sadd(set, id).await })
+            .await?;
         let v = self
             .run(
                 &SCRIPTS.presence,
@@ -100,41 +99,35 @@ impl Shared {
     /// wrong.
     async fn reap(&self, forget: Option<&str>) -> Result<Vec<(SessionId, String)>, BrokerError> {
         let deadline = now_ms().saturating_sub(self.cfg.presence_ttl_s * 1000);
-        let beats = self.keys.heartbeats();
+        let beats = &self.keys.heartbeats();
         let mut dead: Vec<String> = self
-            .client(&beats)
-            .zrangebyscore(&beats, "-inf", deadline as f64, false, None)
-            .await
-            .map_err(|e| self.lost(&beats, e))?;
+            .send(beats, |c| async move {
+                c.zrangebyscore(beats, "-inf", deadline as f64, false, None)
+                    .await
+            })
+            .await?;
         if let Some(node) = forget {
             dead.push(node.to_owned());
         }
         let mut out = Vec::new();
         for node in dead {
-            let slots = self.keys.node_slots(&node);
+            let node = &node;
+            let slots = &self.keys.node_slots(node);
             let held: Vec<String> = self
-                .client(&slots)
-                .smembers(&slots)
-                .await
-                .map_err(|e| self.lost(&slots, e))?;
-            for hash in held {
+                .send(slots, |c| async move { c.smembers(slots).await })
+                .await?;
+            for hash in &held {
                 let _: i64 = self
-                    .client(&hash)
-                    .hdel(&hash, &node)
-                    .await
-                    .map_err(|e| self.lost(&hash, e))?;
+                    .send(hash, |c| async move { c.hdel(hash, node).await })
+                    .await?;
             }
             let _: i64 = self
-                .client(&slots)
-                .del(&slots)
-                .await
-                .map_err(|e| self.lost(&slots, e))?;
-            let set = self.keys.node_sessions(&node);
+                .send(slots, |c| async move { c.del(slots).await })
+                .await?;
+            let set = &self.keys.node_sessions(node);
             let sessions: Vec<String> = self
-                .client(&set)
-                .smembers(&set)
-                .await
-                .map_err(|e| self.lost(&set, e))?;
+                .send(set, |c| async move { c.smembers(set).await })
+                .await?;
             for sid in sessions {
                 let Ok(session) = sid.parse::<SessionId>() else {
                     continue;
@@ -144,7 +137,7 @@ impl Shared {
                         &SCRIPTS.reap,
                         vec![
                             self.keys.presence(session),
-                            self.keys.presence_on(session, &node),
+                            self.keys.presence_on(session, node),
                         ],
                         vec![],
                     )
@@ -156,16 +149,10 @@ impl Shared {
                         .map(|member| (session, member)),
                 );
             }
+            let _: i64 = self.send(set, |c| async move { c.del(set).await }).await?;
             let _: i64 = self
-                .client(&set)
-                .del(&set)
-                .await
-                .map_err(|e| self.lost(&set, e))?;
-            let _: i64 = self
-                .client(&beats)
-                .zrem(&beats, node.as_str())
-                .await
-                .map_err(|e| self.lost(&beats, e))?;
+                .send(beats, |c| async move { c.zrem(beats, node.as_str()).await })
+                .await?;
         }
         Ok(out)
     }
@@ -221,12 +208,12 @@ impl Shared {
         &self,
         session: SessionId,
     ) -> Result<Option<(StreamPosition, Vec<u8>)>, BrokerError> {
-        let key = self.keys.checkpoint(session);
+        let key = &self.keys.checkpoint(session);
         let v: Vec<Value> = self
-            .client(&key)
-            .hmget(&key, vec!["epoch", "seq", "data"])
-            .await
-            .map_err(unavailable)?;
+            .send(key, |c| async move {
+                c.hmget(key, vec!["epoch", "seq", "data"]).await
+            })
+            .await?;
         let (Some(epoch), Some(seq), Some(data)) = (
             v.first().and_then(text).and_then(|s| s.parse().ok()),
             v.get(1).and_then(int),

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -322,6 +323,34 @@ impl Router {
         }))
     }
 
+    /// Sends a command on `key` to its shard: `command` gets the shard's
+    /// client. A command the cluster redirects is sent again (after a
+    /// `MOVED`, to the slot's new master), for up to 3 s: the server that
+    /// redirected it did not run it, so it runs once. A command whose
+    /// connection failed is not sent again, since it may have run.
+    pub(super) async fn send<T, F, Fut>(&self, key: &str, command: F) -> Result<T, RedisError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = Instant::now() + REDIRECT_PATIENCE;
+        let mut pause = REDIRECT_PAUSE_FIRST;
+        loop {
+            let e = match command(self.client(key)).await {
+                Err(e) if Instant::now() + pause < deadline => e,
+                other => return other,
+            };
+            match redirection(&e) {
+                Some(Redirect::Moved(slot, server)) => self.moved(slot, server).await,
+                Some(Redirect::Wait) => {}
+                None => return Err(e),
+            }
+            m::redis_redirected();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REDIRECT_PAUSE_MAX);
+        }
+    }
+
     /// Follows a `MOVED`: `slot` now lives on `server`.
     async fn moved(&self, slot: u16, server: Server) {
         let known = self.map.read().shards.get(&server).cloned();
@@ -341,8 +370,8 @@ impl Router {
     }
 }
 
-/// How long a script redirected by a Redis Cluster (a slot that moved or is
-/// moving, or a cluster electing a new master) is tried again, and the
+/// How long a command redirected by a Redis Cluster (a slot that moved or
+/// is moving, or a cluster electing a new master) is tried again, and the
 /// pauses between tries. Moving one slot's keys takes milliseconds; a slot
 /// stays half-moved (`ASK`) until `redis-cli --cluster reshard` or its like
 /// settles it.
@@ -353,8 +382,8 @@ const REDIRECT_PAUSE_MAX: Duration = Duration::from_millis(100);
 /// A Lua script run by hash on its keys' shard, loaded on first use. A
 /// server that does not know it (restarted, or a cluster shard or promoted
 /// replica that never saw it) gets the source once with EVAL, which also
-/// caches it there. A script the cluster redirects is sent again: the
-/// server that redirected it did not run it, so it runs once.
+/// caches it there. A script the cluster redirects is sent again
+/// ([`Router::send`]).
 pub(super) struct Script {
     source: &'static str,
     sha: Mutex<Option<String>>,
@@ -387,32 +416,17 @@ impl Script {
                 sha
             }
         };
-        let deadline = Instant::now() + REDIRECT_PATIENCE;
-        let mut pause = REDIRECT_PAUSE_FIRST;
-        loop {
-            let client = router.client(&route);
-            let result = match client
-                .evalsha(sha.as_str(), keys.clone(), args.clone())
-                .await
-            {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    client.eval(self.source, keys.clone(), args.clone()).await
+        let (sha, keys, args) = (sha.as_str(), &keys, &args);
+        router
+            .send(&route, |client| async move {
+                match client.evalsha(sha, keys.clone(), args.clone()).await {
+                    Err(e) if e.details().starts_with("NOSCRIPT") => {
+                        client.eval(self.source, keys.clone(), args.clone()).await
+                    }
+                    other => other,
                 }
-                other => other,
-            };
-            let e = match result {
-                Err(e) if Instant::now() + pause < deadline => e,
-                other => return other,
-            };
-            match redirection(&e) {
-                Some(Redirect::Moved(slot, server)) => router.moved(slot, server).await,
-                Some(Redirect::Wait) => {}
-                None => return Err(e),
-            }
-            m::redis_redirected();
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(REDIRECT_PAUSE_MAX);
-        }
+            })
+            .await
     }
 }
 

@@ -279,6 +279,7 @@ impl Shared {
         // of the session's slot, where the script ran.
         let want = i64::from(self.cfg.wait_replicas);
         let acked: i64 = self
+            .redis
             .client(&self.keys.position(session))
             .wait(want, self.cfg.wait_timeout_ms as i64)
             .await?;
@@ -308,12 +309,13 @@ impl Shared {
         &self,
         session: SessionId,
     ) -> Result<Option<StreamPosition>, BrokerError> {
-        let key = self.keys.position(session);
+        let key = &self.keys.position(session);
         let v: Vec<Value> = self
-            .client(&key)
-            .hmget(&key, vec!["epoch", "seq"])
-            .await
-            .map_err(|e| self.lost(&key, e))?;
+            .send(
+                key,
+                |c| async move { c.hmget(key, vec!["epoch", "seq"]).await },
+            )
+            .await?;
         let Some(epoch) = v.first().filter(|e| !e.is_null()) else {
             return Ok(None);
         };
@@ -389,19 +391,17 @@ impl Shared {
     pub(super) async fn remove(&self, session: SessionId) -> Result<(), BrokerError> {
         self.unwatch(session).await?;
         let k = &self.keys;
-        let keys = k.session_keys(session, &self.node);
         // All in the session's slot.
+        let keys = &k.session_keys(session, &self.node);
         let _: i64 = self
-            .client(&k.position(session))
-            .del(keys)
-            .await
-            .map_err(unavailable)?;
-        let live = k.live_sessions();
+            .send(&k.position(session), |c| async move {
+                c.del(keys.clone()).await
+            })
+            .await?;
+        let (live, id) = (&k.live_sessions(), &session.to_string());
         let _: i64 = self
-            .client(&live)
-            .srem(&live, session.to_string())
-            .await
-            .map_err(unavailable)?;
+            .send(live, |c| async move { c.srem(live, id).await })
+            .await?;
         Ok(())
     }
 }
