@@ -50,13 +50,10 @@ pub(super) async fn monitor(weak: Weak<Shared>) {
         // On a cluster, the slot map is read at every tick: a failover
         // shows there first, and the failed master's sessions follow its
         // slots to the new one.
-        let moved = match shared.redis.refresh().await {
-            Ok(changed) => changed,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the Redis Cluster slot map failed");
-                false
-            }
-        };
+        if let Err(e) = shared.redis.refresh().await {
+            tracing::warn!(error = %e, "reading the Redis Cluster slot map failed");
+        }
+        let moved = shared.redis.take_moved();
         let reconnected = reconnected || revived || moved;
         let (answer, back) = ping_every_shard(&shared).await;
         if !answer {

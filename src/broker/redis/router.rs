@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::clients::Client;
@@ -79,6 +79,11 @@ pub(super) struct Router {
     map: RwLock<Map>,
     /// One slot-map refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Refreshes done, so that callers that waited for one (many
+    /// publishes meet the same `MOVED` at once) do not run another.
+    refreshes: AtomicU64,
+    /// Some slot changed hands since the health monitor last asked.
+    moved: AtomicBool,
 }
 
 impl std::fmt::Debug for Router {
@@ -116,6 +121,8 @@ impl Router {
                 shards: HashMap::new(),
             }),
             refreshing: tokio::sync::Mutex::new(()),
+            refreshes: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
         };
         if router.seeds.is_empty() {
             let server = match &config.server {
@@ -134,6 +141,7 @@ impl Router {
             map.slots = vec![shard];
         } else {
             router.refresh().await.map_err(unavailable)?;
+            router.take_moved();
         }
         Ok(router)
     }
@@ -218,13 +226,30 @@ impl Router {
         revived
     }
 
+    /// Whether some slot changed hands since the last call: the watched
+    /// sessions' channels must be subscribed again and their tracks
+    /// resynced.
+    pub(super) fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
+    }
+
     /// Reads the cluster's slot map again and connects to new masters.
-    /// Returns whether any slot changed hands. Nothing on one Redis.
-    pub(super) async fn refresh(&self) -> Result<bool, RedisError> {
+    /// Nothing on one Redis.
+    pub(super) async fn refresh(&self) -> Result<(), RedisError> {
         if !self.clustered() {
-            return Ok(false);
+            return Ok(());
         }
+        let seen = self.refreshes.load(Ordering::Acquire);
         let _one = self.refreshing.lock().await;
+        if self.refreshes.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        let result = self.read_and_apply().await;
+        self.refreshes.fetch_add(1, Ordering::Release);
+        result
+    }
+
+    async fn read_and_apply(&self) -> Result<(), RedisError> {
         let (routing, from) = self.read_slot_map().await?;
         let mut shards = self.map.read().shards.clone();
         let mut primaries = routing.unique_primary_nodes();
@@ -255,11 +280,12 @@ impl Router {
                 .any(|(a, b)| a.server != b.server);
         if changed {
             tracing::info!(node = %self.node, masters = shards.len(), %from, "Redis Cluster slot map read");
+            self.moved.store(true, Ordering::Relaxed);
         }
         *map = Map { slots, shards };
         drop(map);
         self.publish_up();
-        Ok(changed)
+        Ok(())
     }
 
     /// `CLUSTER SLOTS` from the first master that answers, else from the
@@ -364,8 +390,11 @@ impl Router {
                 return;
             }
         };
-        if let Some(entry) = self.map.write().slots.get_mut(usize::from(slot)) {
+        if let Some(entry) = self.map.write().slots.get_mut(usize::from(slot))
+            && entry.server != shard.server
+        {
             *entry = shard;
+            self.moved.store(true, Ordering::Relaxed);
         }
     }
 }
