@@ -28,6 +28,7 @@ const HISTORY: usize = 100;
 mod services;
 
 mod cluster_faults;
+mod migration;
 
 fn redis_url() -> String {
     services::redis_url()

@@ -308,23 +308,25 @@ impl PrivatePostgres {
 
 // ---------------------------------------------------------------- redis
 
-/// A `redis-server` of this test binary's own, without persistence.
+/// A `redis-server` of this test binary's own, without persistence. It
+/// stops when the process exits.
 #[derive(Debug)]
-pub struct SharedPrivateRedis {
+pub struct PrivateRedis {
     pub port: u16,
     _guard: Mutex<Child>,
 }
 
 /// The binary's private Redis, started on first use.
-pub fn private_redis() -> &'static SharedPrivateRedis {
-    static REDIS: OnceLock<SharedPrivateRedis> = OnceLock::new();
-    REDIS.get_or_init(SharedPrivateRedis::start)
+pub fn private_redis() -> &'static PrivateRedis {
+    static REDIS: OnceLock<PrivateRedis> = OnceLock::new();
+    REDIS.get_or_init(PrivateRedis::start)
 }
 
-impl SharedPrivateRedis {
+impl PrivateRedis {
+    /// Starts one (the binary's shared one is [`private_redis`]).
     // The guard is never waited for: it must outlive this process.
     #[allow(clippy::zombie_processes)]
-    fn start() -> SharedPrivateRedis {
+    pub fn start() -> PrivateRedis {
         let on_path = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
         if !on_path {
@@ -349,7 +351,7 @@ impl SharedPrivateRedis {
             "private Redis on 127.0.0.1:{port}, ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        SharedPrivateRedis {
+        PrivateRedis {
             port,
             _guard: Mutex::new(guard),
         }
