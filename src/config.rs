@@ -101,7 +101,10 @@ pub struct StoreSettings {
     /// embedded SQLite file.
     pub database_url: Url,
     pub migrate_on_start: bool,
+    /// Rows per batch in the sessions' lanes; 0 chooses by the database.
     pub batch_max_rows: usize,
+    /// Rows per batch of performance metrics.
+    pub metric_batch_max_rows: usize,
     /// Lanes that sessions' rows are spread over, written side by side.
     pub ordered_writers: usize,
     /// Flushers that write performance metrics side by side.
@@ -501,8 +504,8 @@ impl Settings {
         if st.max_connections == 0 {
             return fail("store.max_connections must be at least 1");
         }
-        if st.batch_max_rows == 0 {
-            return fail("store.batch_max_rows must be at least 1");
+        if st.metric_batch_max_rows == 0 {
+            return fail("store.metric_batch_max_rows must be at least 1");
         }
         if st.ordered_writers == 0 {
             return fail("store.ordered_writers must be at least 1");

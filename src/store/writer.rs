@@ -1,7 +1,8 @@
 //! The batch writer: group commit in front of any [`Store`].
 //!
 //! Senders submit rows; a flusher task gathers everything pending in its
-//! lane (up to `batch_max_rows`, or whatever arrived within
+//! lane (up to `batch_max_rows` in a session lane, `metric_batch_max_rows`
+//! in the metric lane, or whatever arrived within
 //! `flush_interval` of the first row) and writes it as one transaction.
 //! Acknowledgements of must-keep rows are sent only after that
 //! transaction commits, so an acknowledged row is never lost.
@@ -53,7 +54,11 @@ use crate::metrics as m;
 /// Settings of the writer; see `[store]` in `config/default.toml`.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
+    /// Rows per batch in the sessions' lanes; 0 chooses by the store
+    /// (see [`BatchWriter::start`]).
     pub batch_max_rows: usize,
+    /// Rows per batch in the metric lane.
+    pub metric_batch_max_rows: usize,
     /// Lanes that sessions are spread over, each written by a flusher of
     /// its own.
     pub ordered_writers: usize,
@@ -70,7 +75,8 @@ impl WriterConfig {
     pub fn from_settings(s: &StoreSettings) -> WriterConfig {
         let ms = Duration::from_millis;
         WriterConfig {
-            batch_max_rows: s.batch_max_rows.max(1),
+            batch_max_rows: s.batch_max_rows,
+            metric_batch_max_rows: s.metric_batch_max_rows.max(1),
             ordered_writers: s.ordered_writers.max(1),
             metric_writers: s.metric_writers.max(1),
             flush_interval: ms(s.flush_interval_ms),
@@ -85,7 +91,8 @@ impl WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            batch_max_rows: 5000,
+            batch_max_rows: 0,
+            metric_batch_max_rows: 5000,
             ordered_writers: 4,
             metric_writers: 2,
             flush_interval: Duration::from_millis(5),
@@ -299,6 +306,16 @@ impl Fence {
 /// The metrics lane's index in [`Backlog::queues`] and [`Shared::wake`];
 /// the ordered lanes follow it.
 const METRICS: usize = 0;
+
+/// Rows per batch of a session lane when `batch_max_rows` is 0. Where
+/// lanes commit side by side (PostgreSQL), four 5,000-row transactions
+/// share the cores and the flush p99 grew to 240–280 ms; 1,000-row batches
+/// kept it at 65–85 ms for the same rows per second. Where one connection
+/// writes everything (SQLite), nothing shares it and each commit costs a
+/// sync, so 1,000-row batches halved the rows per second (store-bench,
+/// 2026-12-07).
+const SIDE_BY_SIDE_BATCH_ROWS: usize = 1000;
+const ONE_LANE_BATCH_ROWS: usize = 5000;
 const FIRST_ORDERED: usize = 1;
 
 #[derive(Debug, Default)]
@@ -349,12 +366,20 @@ impl BatchWriter {
     /// Starts the flusher tasks: one per ordered lane, and
     /// `metric_writers` for metrics. A store that writes through one
     /// connection (SQLite) gets one of each: more would only queue.
-    pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
+    pub fn start(store: Arc<dyn Store>, mut config: WriterConfig) -> BatchWriter {
         let (ordered, metric_writers) = if store.parallel_writes() {
             (config.ordered_writers.max(1), config.metric_writers.max(1))
         } else {
             (1, 1)
         };
+        if config.batch_max_rows == 0 {
+            config.batch_max_rows = if store.parallel_writes() {
+                SIDE_BY_SIDE_BATCH_ROWS
+            } else {
+                ONE_LANE_BATCH_ROWS
+            };
+        }
+        config.metric_batch_max_rows = config.metric_batch_max_rows.max(1);
         let lanes = FIRST_ORDERED + ordered;
         let shared = Arc::new(Shared {
             store,
@@ -562,6 +587,14 @@ impl Shared {
 /// row is committed.
 async fn flusher(shared: Arc<Shared>, lane: usize) {
     let config = shared.config.clone();
+    // Metric rows are append-only and nobody waits on them, so their
+    // batches are larger: fewer transactions for the same rows. A session
+    // lane's batch holds acknowledgements back until it commits.
+    let batch_max_rows = if lane == METRICS {
+        config.metric_batch_max_rows
+    } else {
+        config.batch_max_rows
+    };
     let wake = &shared.wake[lane];
     let mut rows: Vec<Row> = Vec::new();
     let mut spans: Vec<(Range<usize>, Option<Ack>)> = Vec::new();
@@ -593,7 +626,7 @@ async fn flusher(shared: Arc<Shared>, lane: usize) {
         loop {
             let notified = wake.notified();
             let queued = shared.backlog.lock().queues[lane].rows;
-            if queued >= config.batch_max_rows || shared.closed.load(Ordering::Relaxed) {
+            if queued >= batch_max_rows || shared.closed.load(Ordering::Relaxed) {
                 break;
             }
             if tokio::time::timeout_at(window_end, notified).await.is_err() {
@@ -611,7 +644,7 @@ async fn flusher(shared: Arc<Shared>, lane: usize) {
                 if p.fence.is_some() && !spans.is_empty() {
                     break;
                 }
-                if !rows.is_empty() && rows.len() + p.rows.len() > config.batch_max_rows {
+                if !rows.is_empty() && rows.len() + p.rows.len() > batch_max_rows {
                     break;
                 }
                 let p = q.pending.pop_front().expect("front exists");

@@ -240,6 +240,7 @@ async fn shutdown_drains_the_backlog(db: Db) {
     // Nothing flushes on its own: only the shutdown drain writes.
     settings.store.flush_interval_ms = 60_000;
     settings.store.batch_max_rows = 100_000;
+    settings.store.metric_batch_max_rows = 100_000;
     let mut app = app_on(&db, settings).await;
     let (id, mut r) = app.active_session(Codec::Json).await;
     let mut p = app.connect(Role::Participant, "bob", Codec::Json).await;

@@ -68,9 +68,13 @@ struct Args {
     /// Sessions the rows are spread over.
     #[arg(long, default_value_t = 100)]
     sessions: usize,
-    /// Writer settings (as `[store]` in config/default.toml).
-    #[arg(long, default_value_t = 5000)]
+    /// Writer settings (as `[store]` in config/default.toml): rows per
+    /// batch in the sessions' lanes (0: chosen by the database)...
+    #[arg(long, default_value_t = 0)]
     batch_max_rows: usize,
+    /// ...and in the metric lane.
+    #[arg(long, default_value_t = 5000)]
+    metric_batch_max_rows: usize,
     /// Lanes that sessions' rows are spread over (`store.ordered_writers`).
     #[arg(long, default_value_t = 4)]
     ordered_writers: usize,
@@ -495,6 +499,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         timed.clone(),
         WriterConfig {
             batch_max_rows: args.batch_max_rows,
+            metric_batch_max_rows: args.metric_batch_max_rows,
             ordered_writers: args.ordered_writers,
             metric_writers: args.metric_writers,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
@@ -691,6 +696,7 @@ async fn main() -> anyhow::Result<()> {
             "sessions": args.sessions,
             "submission_rows": args.submission_rows,
             "batch_max_rows": args.batch_max_rows,
+            "metric_batch_max_rows": args.metric_batch_max_rows,
             "ordered_writers": args.ordered_writers,
             "metric_writers": args.metric_writers,
             "flush_interval_ms": args.flush_interval_ms,
