@@ -76,7 +76,7 @@ impl WriterConfig {
         let ms = Duration::from_millis;
         WriterConfig {
             batch_max_rows: s.batch_max_rows,
-            metric_batch_max_rows: s.metric_batch_max_rows.max(1),
+            metric_batch_max_rows: s.metric_batch_max_rows,
             ordered_writers: s.ordered_writers.max(1),
             metric_writers: s.metric_writers.max(1),
             flush_interval: ms(s.flush_interval_ms),

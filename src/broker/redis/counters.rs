@@ -100,7 +100,7 @@ impl Counters for RedisCounters {
         );
         let v = SCRIPTS
             .acquire
-            .run(&self.redis, vec![hash], args)
+            .run(&self.redis, &[hash], args)
             .await
             .map_err(|e| e.to_string())?;
         Ok(matches!(v, Value::Integer(1)))
@@ -138,7 +138,7 @@ impl Counters for RedisCounters {
             .hit
             .run(
                 &self.redis,
-                vec![counter],
+                &[counter],
                 vec![i64::from(limit).into(), (window_s as i64).into()],
             )
             .await

@@ -87,10 +87,9 @@ impl Shared {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, BrokerError> {
-        let route = keys.first().cloned().unwrap_or_default();
         script
-            .run(&self.redis, keys, args)
+            .run(&self.redis, &keys, args)
             .await
-            .map_err(|e| self.lost(&route, e))
+            .map_err(|e| self.lost(keys.first().map_or("", String::as_str), e))
     }
 }

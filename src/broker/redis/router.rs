@@ -297,26 +297,18 @@ impl Router {
         shards.sort_by_key(|s| !s.is_up());
         let mut last = RedisError::new(ErrorKind::Cluster, "no Redis Cluster node answered");
         for shard in &shards {
-            match tokio::time::timeout(timeout, shard.client.cluster_slots::<Value>()).await {
-                Ok(Ok(v)) => {
-                    let routing = ClusterRouting::from_cluster_slots(v, shard.server.host.clone())?;
-                    return Ok((routing, shard.server.clone()));
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => {}
+            match ask_slot_map(shard, timeout).await {
+                Ok(routing) => return Ok((routing, shard.server.clone())),
+                Err(e) => last = e.unwrap_or(last),
             }
         }
         for seed in &self.seeds {
             let Ok(shard) = self.open(seed.clone()).await else {
                 continue;
             };
-            match tokio::time::timeout(timeout, shard.client.cluster_slots::<Value>()).await {
-                Ok(Ok(v)) => {
-                    let routing = ClusterRouting::from_cluster_slots(v, seed.host.clone())?;
-                    return Ok((routing, seed.clone()));
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => {}
+            match ask_slot_map(&shard, timeout).await {
+                Ok(routing) => return Ok((routing, seed.clone())),
+                Err(e) => last = e.unwrap_or(last),
             }
         }
         Err(last)
@@ -399,6 +391,19 @@ impl Router {
     }
 }
 
+/// `CLUSTER SLOTS` from `shard` within `timeout`. `Err(None)`: it did not
+/// answer in time.
+async fn ask_slot_map(
+    shard: &Shard,
+    timeout: Duration,
+) -> Result<ClusterRouting, Option<RedisError>> {
+    match tokio::time::timeout(timeout, shard.client.cluster_slots::<Value>()).await {
+        Ok(Ok(v)) => ClusterRouting::from_cluster_slots(v, shard.server.host.clone()).map_err(Some),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    }
+}
+
 /// How long a command redirected by a Redis Cluster (a slot that moved or
 /// is moving, or a cluster electing a new master) is tried again, and the
 /// pauses between tries. Moving one slot's keys takes milliseconds; a slot
@@ -430,27 +435,27 @@ impl Script {
     pub(super) async fn run(
         &self,
         router: &Router,
-        keys: Vec<String>,
+        keys: &[String],
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
-        let route = keys.first().cloned().unwrap_or_default();
+        let route = keys.first().map_or("", String::as_str);
         let cached = self.sha.lock().clone();
         let sha = match cached {
             Some(sha) => sha,
             None => {
                 // The hash is the same on every server; the others learn
                 // the script by EVAL.
-                let sha: String = router.client(&route).script_load(self.source).await?;
+                let sha: String = router.client(route).script_load(self.source).await?;
                 *self.sha.lock() = Some(sha.clone());
                 sha
             }
         };
-        let (sha, keys, args) = (sha.as_str(), &keys, &args);
+        let (sha, args) = (sha.as_str(), &args);
         router
-            .send(&route, |client| async move {
-                match client.evalsha(sha, keys.clone(), args.clone()).await {
+            .send(route, |client| async move {
+                match client.evalsha(sha, keys.to_vec(), args.clone()).await {
                     Err(e) if e.details().starts_with("NOSCRIPT") => {
-                        client.eval(self.source, keys.clone(), args.clone()).await
+                        client.eval(self.source, keys.to_vec(), args.clone()).await
                     }
                     other => other,
                 }

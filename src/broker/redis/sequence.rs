@@ -173,7 +173,7 @@ impl Shared {
             .publish
             .run(
                 &self.redis,
-                vec![
+                &[
                     self.keys.position(session),
                     self.keys.stream(session),
                     self.keys.channel(session),
