@@ -154,6 +154,14 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     /// How long a publish waits for them.
     pub wait_timeout_ms: u64,
+    /// With a TLS URL (`rediss://`, `rediss-cluster://`): a PEM file of the
+    /// certificate authorities the servers' certificates must chain to.
+    /// Empty: the system's roots.
+    pub tls_ca_file: String,
+    /// A client certificate chain and its private key (PEM), for servers
+    /// that require one (`tls-auth-clients yes`). Both or neither.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl RedisSettings {
@@ -478,6 +486,16 @@ impl Settings {
             // whole deployment in one cluster slot.
             return fail("redis.prefix must not contain braces");
         }
+        let tls_files = [&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file];
+        if tls_files.iter().any(|f| !f.is_empty()) && !r.url.as_str().starts_with("rediss") {
+            return fail(
+                "redis.tls_ca_file, tls_cert_file and tls_key_file need a TLS redis.url \
+                 (rediss:// or rediss-cluster://)",
+            );
+        }
+        if r.tls_cert_file.is_empty() != r.tls_key_file.is_empty() {
+            return fail("redis.tls_cert_file and redis.tls_key_file go together");
+        }
         if r.wait_replicas > 0 && r.wait_timeout_ms == 0 {
             return fail("redis.wait_timeout_ms must be positive when redis.wait_replicas is set");
         }
@@ -735,6 +753,26 @@ mod tests {
         let keys: Vec<TokenKeySettings> = v.deserialize().unwrap();
         assert_eq!(keys[0].kid, "k1");
         assert_eq!(keys[0].secret_env.as_deref(), Some("EVA_SECRET"));
+    }
+
+    #[test]
+    fn redis_tls_files_need_a_tls_url_and_come_in_pairs() {
+        let load = |redis: serde_json::Value| {
+            Settings::load(None, Some(serde_json::json!({ "redis": redis })))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let e = load(serde_json::json!({"url": "redis://r:6379", "tls_ca_file": "/ca.pem"}));
+        assert!(e.unwrap_err().contains("rediss://"));
+        let e = load(serde_json::json!({"url": "rediss://r:6379", "tls_cert_file": "/c.pem"}));
+        assert!(e.unwrap_err().contains("go together"));
+        load(serde_json::json!({
+            "url": "rediss-cluster://r1:6379?node=r2:6379",
+            "tls_ca_file": "/ca.pem",
+            "tls_cert_file": "/c.pem",
+            "tls_key_file": "/k.pem",
+        }))
+        .unwrap();
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::{Recorder, event, nodes, settings_for, watched};
 /// one session's position (a plain command, not a script) per round;
 /// counts the publishes that succeeded and failed, and the reads that
 /// failed.
-struct Load {
+pub(super) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -33,7 +33,10 @@ struct Load {
 }
 
 impl Load {
-    fn start(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) -> Load {
+    pub(super) fn start(
+        nodes: &[(Arc<RedisBroker>, Arc<Recorder>)],
+        sessions: &[SessionId],
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -78,7 +81,7 @@ impl Load {
     }
 
     /// Publishes that succeeded and failed.
-    async fn stop(self) -> (u64, u64) {
+    pub(super) async fn stop(self) -> (u64, u64) {
         self.stop_counting_reads().await.0
     }
 
@@ -100,7 +103,7 @@ impl Load {
 
 /// A cluster-wide setup: 3 broker nodes on `cfg`, `n` sessions watched
 /// by all of them.
-async fn setup(
+pub(super) async fn setup(
     cfg: &RedisSettings,
     n: usize,
 ) -> (Vec<(Arc<RedisBroker>, Arc<Recorder>)>, Vec<SessionId>) {
@@ -121,7 +124,10 @@ async fn setup(
 /// duplicate, except across a reset (a discontinuity its clients hear
 /// of); once quiet, all nodes agree on each session's position and on
 /// the events delivered since the last reset any of them saw.
-async fn assert_one_history(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) {
+pub(super) async fn assert_one_history(
+    nodes: &[(Arc<RedisBroker>, Arc<Recorder>)],
+    sessions: &[SessionId],
+) {
     for s in sessions {
         // Wait for the nodes to settle on one position.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

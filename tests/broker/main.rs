@@ -2,9 +2,10 @@
 //! sequence, deliver in order, keep bounded history, count presence and
 //! keep checkpoints the same way. Each test runs against the in-process
 //! broker, against the Redis broker on one Redis (`EVA_TEST_REDIS`, or a
-//! private `redis-server` this binary starts) and on a Redis Cluster
+//! private `redis-server` this binary starts), on a Redis Cluster
 //! (`EVA_TEST_REDIS_CLUSTER`, or a private cluster of 3 masters and 3
-//! replicas); a fresh key prefix per test.
+//! replicas) and on a private Redis Cluster that speaks TLS (`tls.rs`); a
+//! fresh key prefix per test.
 //! The tests that need several nodes or Redis itself run on Redis only,
 //! on one server and on the cluster; `cluster_faults.rs` loads the
 //! cluster with sessions on every master.
@@ -29,6 +30,7 @@ mod services;
 
 mod cluster_faults;
 mod migration;
+mod tls;
 
 fn redis_url() -> String {
     services::redis_url()
@@ -40,6 +42,24 @@ fn redis_settings() -> RedisSettings {
 
 fn cluster_settings() -> RedisSettings {
     settings_for(services::redis_cluster_url())
+}
+
+/// A Redis Cluster that speaks TLS only to clients with a certificate
+/// (tls.rs).
+fn tls_cluster_settings() -> RedisSettings {
+    tls_settings(services::shared_tls_cluster().url())
+}
+
+/// Settings for the TLS server(s) at `url`: the tests' authority, and the
+/// client certificate the servers require.
+fn tls_settings(url: String) -> RedisSettings {
+    let files = services::tls_files();
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let mut cfg = settings_for(url);
+    cfg.tls_ca_file = path(&files.ca);
+    cfg.tls_cert_file = path(&files.client_cert);
+    cfg.tls_key_file = path(&files.client_key);
+    cfg
 }
 
 /// One Redis and a Redis Cluster: the Redis-only tests run on both.
@@ -161,7 +181,7 @@ impl Recorder {
 /// back.
 async fn admin(cfg: &RedisSettings) -> fred::prelude::Client {
     let admin = fred::prelude::Client::new(
-        fred::prelude::Config::from_url(&cfg.url).unwrap(),
+        eva_hub::broker::redis::client_config(cfg).unwrap(),
         None,
         None,
         None,
@@ -235,8 +255,15 @@ async fn brokers() -> Vec<(&'static str, Arc<dyn Broker>, Arc<Recorder>)> {
     let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HISTORY));
     let redis: Arc<dyn Broker> = redis_broker(&redis_settings()).await;
     let cluster: Arc<dyn Broker> = redis_broker(&cluster_settings()).await;
+    let tls: Arc<dyn Broker> = redis_broker(&tls_cluster_settings()).await;
     let mut out = Vec::new();
-    for (name, b) in [("memory", memory), ("redis", redis), ("cluster", cluster)] {
+    let all = [
+        ("memory", memory),
+        ("redis", redis),
+        ("cluster", cluster),
+        ("tls cluster", tls),
+    ];
+    for (name, b) in all {
         let rec = Arc::new(Recorder::default());
         b.attach(rec.clone());
         out.push((name, b, rec));

@@ -62,6 +62,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether `bin` is on the PATH.
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
 /// A new empty directory under the system's temporary directory.
 fn scratch_dir(kind: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -313,6 +319,8 @@ impl PrivatePostgres {
 #[derive(Debug)]
 pub struct PrivateRedis {
     pub port: u16,
+    /// The TLS port of a server started with [`PrivateRedis::start_tls`].
+    pub tls_port: Option<u16>,
     _guard: Mutex<Child>,
 }
 
@@ -324,12 +332,20 @@ pub fn private_redis() -> &'static PrivateRedis {
 
 impl PrivateRedis {
     /// Starts one (the binary's shared one is [`private_redis`]).
+    pub fn start() -> PrivateRedis {
+        PrivateRedis::start_with(None)
+    }
+
+    /// Starts one that also listens with TLS ([`tls_files`]), requiring
+    /// a client certificate; [`PrivateRedis::url`] names the TLS port.
+    pub fn start_tls() -> PrivateRedis {
+        PrivateRedis::start_with(Some(tls_files()))
+    }
+
     // The guard is never waited for: it must outlive this process.
     #[allow(clippy::zombie_processes)]
-    pub fn start() -> PrivateRedis {
-        let on_path = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
-        if !on_path {
+    fn start_with(tls: Option<&TlsFiles>) -> PrivateRedis {
+        if !on_path("redis-server") {
             missing(
                 "redis-server",
                 "redis-server",
@@ -346,19 +362,30 @@ impl PrivateRedis {
         );
         let guard = guard(&stop);
         let started = Instant::now();
-        let port = start_redis_daemon(&dir, &[]);
+        let tls_port = tls.map(|_| free_port());
+        let extra = tls
+            .zip(tls_port)
+            .map(|(tls, port)| tls.server_args(port))
+            .unwrap_or_default();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let port = start_redis_daemon(&dir, &extra);
         eprintln!(
-            "private Redis on 127.0.0.1:{port}, ready in {:.1} s",
+            "private Redis on 127.0.0.1:{port} (TLS: {tls_port:?}), ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         PrivateRedis {
             port,
+            tls_port,
             _guard: Mutex::new(guard),
         }
     }
 
+    /// `redis://` on the plain port, or `rediss://` on the TLS port.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls_port {
+            Some(port) => format!("rediss://127.0.0.1:{port}"),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 }
 
@@ -371,6 +398,146 @@ fn ping(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+// ------------------------------------------------------------ redis tls
+
+/// The certificates of the tests' TLS Redis servers, made once per process
+/// with `openssl`: an authority, a certificate for 127.0.0.1 that the
+/// servers present (to clients, and to each other on the cluster bus and
+/// for replication), and a client certificate, both signed by the
+/// authority. The servers require a client certificate
+/// (`tls-auth-clients`, on by default).
+#[derive(Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _guard: Mutex<Child>,
+}
+
+/// The process's TLS files, made on first use.
+pub fn tls_files() -> &'static TlsFiles {
+    static FILES: OnceLock<TlsFiles> = OnceLock::new();
+    FILES.get_or_init(TlsFiles::make)
+}
+
+impl TlsFiles {
+    // The guard is never waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    fn make() -> TlsFiles {
+        if !on_path("openssl") {
+            panic!("openssl not found: install it (apt-get install openssl) to run the TLS tests");
+        }
+        let dir = scratch_dir("tls");
+        let guard = guard(&format!("rm -rf {}", sh_quote(&dir.to_string_lossy())));
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let ca = ["-subj", "/CN=eva-hub test authority", "-days", "2"];
+        let ca_ext = [
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        let out = ["-keyout", "ca.key", "-out", "ca.crt"];
+        openssl(&[&["req", "-x509"][..], &ec_key, &ca, &ca_ext, &out].concat());
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&ext),
+                format!(
+                    "subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+                ),
+            )
+            .expect("write an openssl extension file");
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
+            let subject = format!("/CN=eva-hub test {name}");
+            let request = ["req", "-keyout", &key, "-out", &csr, "-subj", &subject];
+            openssl(&[&request[..], &ec_key].concat());
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ]);
+        }
+        TlsFiles {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+            _guard: Mutex::new(guard),
+        }
+    }
+
+    /// A redis-server's arguments to listen with TLS on `port` as well.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.server_cert),
+            "--tls-key-file".into(),
+            path(&self.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&self.ca),
+        ]
+    }
+
+    /// redis-cli's arguments to speak TLS to those servers.
+    fn cli_args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            path(&self.ca),
+            "--cert".into(),
+            path(&self.client_cert),
+            "--key".into(),
+            path(&self.client_key),
+        ]
+    }
 }
 
 // -------------------------------------------------------- redis cluster
@@ -391,6 +558,13 @@ pub fn shared_cluster() -> &'static PrivateCluster {
     CLUSTER.get_or_init(|| PrivateCluster::start(3))
 }
 
+/// The binary's private Redis Cluster speaking TLS
+/// ([`PrivateCluster::start_tls`]), started on first use and shared.
+pub fn shared_tls_cluster() -> &'static PrivateCluster {
+    static CLUSTER: OnceLock<PrivateCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| PrivateCluster::start_tls(3))
+}
+
 /// A Redis Cluster of this process's own on loopback ports: `masters`
 /// masters with one replica each, from `redis-server --cluster-enabled
 /// yes` and `redis-cli --cluster create`. Failover is quick
@@ -400,18 +574,32 @@ pub fn shared_cluster() -> &'static PrivateCluster {
 pub struct PrivateCluster {
     /// Every node's client port, masters first as created.
     pub ports: Vec<u16>,
+    /// Every node's TLS port, in the same order, for a cluster started
+    /// with [`PrivateCluster::start_tls`]; empty otherwise.
+    pub tls_ports: Vec<u16>,
     dir: PathBuf,
     guard: Mutex<Option<Child>>,
 }
 
 impl PrivateCluster {
+    pub fn start(masters: usize) -> PrivateCluster {
+        PrivateCluster::start_with(masters, None)
+    }
+
+    /// A cluster whose nodes speak TLS to clients, to each other (the
+    /// cluster bus) and for replication ([`tls_files`]), requiring client
+    /// certificates. The plain ports stay open on loopback for the test's
+    /// own `redis-cli` calls; a TLS client is told the TLS ports (`CLUSTER
+    /// SLOTS`), and [`PrivateCluster::url`] names them.
+    pub fn start_tls(masters: usize) -> PrivateCluster {
+        PrivateCluster::start_with(masters, Some(tls_files()))
+    }
+
     // The guard is never waited for: it must outlive this process.
     #[allow(clippy::zombie_processes)]
-    pub fn start(masters: usize) -> PrivateCluster {
+    fn start_with(masters: usize, tls: Option<&TlsFiles>) -> PrivateCluster {
         for bin in ["redis-server", "redis-cli"] {
-            let on_path = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
-            if !on_path {
+            if !on_path(bin) {
                 missing(
                     bin,
                     "redis-server redis-tools",
@@ -427,12 +615,18 @@ impl PrivateCluster {
             dir = sh_quote(&dir.to_string_lossy()),
         );
         let guard = guard(&stop);
-        let mut ports = Vec::new();
+        let (mut ports, mut tls_ports) = (Vec::new(), Vec::new());
         for i in 0..masters * 2 {
-            ports.push(start_cluster_node(&dir.join(format!("node{i}"))));
+            let (port, tls_port) = start_cluster_node(&dir.join(format!("node{i}")), tls);
+            ports.push(port);
+            tls_ports.extend(tls_port);
         }
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        // With tls-cluster, nodes meet over TLS: create it through the
+        // TLS ports.
+        let created = if tls.is_some() { &tls_ports } else { &ports };
+        let addrs: Vec<String> = created.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
+            .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -449,6 +643,7 @@ impl PrivateCluster {
         }
         let cluster = PrivateCluster {
             ports,
+            tls_ports,
             dir,
             guard: Mutex::new(Some(guard)),
         };
@@ -461,9 +656,16 @@ impl PrivateCluster {
         cluster
     }
 
+    /// `redis-cluster://` naming every node, or `rediss-cluster://`
+    /// naming their TLS ports.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.ports[0]);
-        for (i, port) in self.ports[1..].iter().enumerate() {
+        let (scheme, ports) = if self.tls_ports.is_empty() {
+            ("redis-cluster", &self.ports)
+        } else {
+            ("rediss-cluster", &self.tls_ports)
+        };
+        let mut url = format!("{scheme}://127.0.0.1:{}", ports[0]);
+        for (i, port) in ports[1..].iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(&format!("node=127.0.0.1:{port}"));
         }
@@ -604,27 +806,33 @@ impl Drop for PrivateCluster {
 }
 
 /// Starts one cluster-enabled `redis-server` in `dir` (client port and
-/// cluster bus port both chosen free) and returns its client port.
-fn start_cluster_node(dir: &Path) -> u16 {
+/// cluster bus port both chosen free) and returns its client port, and its
+/// TLS port with `tls`.
+fn start_cluster_node(dir: &Path, tls: Option<&TlsFiles>) -> (u16, Option<u16>) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let bus = free_port().to_string();
-    start_redis_daemon(
-        dir,
-        &[
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            &bus,
-            "--cluster-node-timeout",
-            "1000",
-            "--cluster-config-file",
-            "nodes.conf",
-            // Replicas sync at once, so a master killed early has a
-            // replica ready to take over.
-            "--repl-diskless-sync-delay",
-            "0",
-        ],
-    )
+    let tls_port = tls.map(|_| free_port());
+    let mut tls_args = Vec::new();
+    if let (Some(tls), Some(port)) = (tls, tls_port) {
+        tls_args = tls.server_args(port);
+        tls_args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+    }
+    let mut args = vec![
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        &bus,
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-config-file",
+        "nodes.conf",
+        // Replicas sync at once, so a master killed early has a
+        // replica ready to take over.
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    args.extend(tls_args.iter().map(String::as_str));
+    (start_redis_daemon(dir, &args), tls_port)
 }
 
 /// Starts a daemonized `redis-server` without persistence in `dir`

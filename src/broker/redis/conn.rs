@@ -1,14 +1,17 @@
 //! The connection to Redis: building the fred clients from
-//! [`RedisSettings`], starting one again whose task ended, and telling a
-//! lost connection from a failing command. Which server a command goes to
-//! is router.rs's job; nothing here knows about sessions.
+//! [`RedisSettings`] (TLS included), starting one again whose task ended,
+//! and telling a lost connection from a failing command. Which server a
+//! command goes to is router.rs's job; nothing here knows about sessions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::prelude::{ClientLike, Config, Error as RedisError};
-use fred::types::config::ReconnectPolicy;
+use fred::types::config::{ReconnectPolicy, TlsConnector};
 use fred::types::{Builder, ConnectHandle};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::reply::unavailable;
 use crate::broker::BrokerError;
@@ -44,6 +47,66 @@ pub(super) async fn restart(
             None
         }
     }
+}
+
+/// fred's settings for `cfg.url`. A TLS URL (`rediss://`,
+/// `rediss-cluster://`) trusts `redis.tls_ca_file`'s authorities (else the
+/// system's) and presents `redis.tls_cert_file` when one is set. Every
+/// client of the node, a cluster master's included, starts from these.
+///
+/// # Errors
+/// When the URL is invalid or a TLS file cannot be read.
+pub fn client_config(cfg: &RedisSettings) -> Result<Config, BrokerError> {
+    let mut config = Config::from_url(&cfg.url).map_err(unavailable)?;
+    let custom = !cfg.tls_ca_file.is_empty() || !cfg.tls_cert_file.is_empty();
+    if let Some(tls) = config.tls.as_mut()
+        && custom
+    {
+        tls.connector = tls_connector(cfg)?;
+    }
+    Ok(config)
+}
+
+/// A rustls connector with the roots and client certificate `cfg` names.
+fn tls_connector(cfg: &RedisSettings) -> Result<TlsConnector, BrokerError> {
+    let tls_error = |what: &str, e: &dyn std::fmt::Display| {
+        BrokerError::Unavailable(format!("Redis TLS: {what}: {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if cfg.tls_ca_file.is_empty() {
+        let system = rustls_native_certs::load_native_certs();
+        if let Some(e) = system.errors.first() {
+            return Err(tls_error("the system's certificate authorities", e));
+        }
+        roots.add_parsable_certificates(system.certs);
+    } else {
+        let file = &cfg.tls_ca_file;
+        for cert in CertificateDer::pem_file_iter(file).map_err(|e| tls_error(file, &e))? {
+            let cert = cert.map_err(|e| tls_error(file, &e))?;
+            roots.add(cert).map_err(|e| tls_error(file, &e))?;
+        }
+        if roots.is_empty() {
+            return Err(tls_error(file, &"no certificate in the file"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("protocol versions", &e))?
+        .with_root_certificates(roots);
+    let config = if cfg.tls_cert_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let (cert_file, key_file) = (&cfg.tls_cert_file, &cfg.tls_key_file);
+        let chain = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| tls_error(cert_file, &e))?;
+        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| tls_error(key_file, &e))?;
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls_error(cert_file, &e))?
+    };
+    Ok(config.into())
 }
 
 /// The settings both clients share.
@@ -83,8 +146,7 @@ pub(super) fn command_client(cfg: &RedisSettings, config: Config) -> Result<Clie
 pub(super) async fn subscriber(
     cfg: &RedisSettings,
 ) -> Result<(SubscriberClient, ConnectHandle), BrokerError> {
-    let config = Config::from_url(&cfg.url).map_err(unavailable)?;
-    let mut builder = builder(cfg, config);
+    let mut builder = builder(cfg, client_config(cfg)?);
     // Subscribing twice is harmless, so the pub/sub client may resend: on
     // a cluster a subscription can meet MOVED (a stale slot map, a
     // resharding), and following it takes a second attempt.

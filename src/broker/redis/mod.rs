@@ -102,6 +102,7 @@ use crate::protocol::model::{Event, StreamPosition};
 use crate::stream::{Origin, Published};
 
 mod conn;
+pub use conn::client_config;
 mod counters;
 mod delivery;
 mod health;

@@ -106,7 +106,7 @@ impl Router {
     /// Connects to the server `cfg.url` names, or to every master of the
     /// cluster it names.
     pub(super) async fn connect(cfg: &RedisSettings, node: &str) -> Result<Router, BrokerError> {
-        let config = Config::from_url(&cfg.url).map_err(unavailable)?;
+        let config = conn::client_config(cfg)?;
         let seeds = match &config.server {
             ServerConfig::Clustered { hosts, .. } => hosts.clone(),
             _ => Vec::new(),

@@ -1,0 +1,110 @@
+//! The Redis broker over TLS (`rediss://`, `rediss-cluster://`): the
+//! servers' certificates chain to `redis.tls_ca_file`, and the node
+//! presents `redis.tls_cert_file` to servers that require a client
+//! certificate. The conformance suite (main.rs) runs on a TLS cluster as
+//! well; here, the cluster under load with nodes on every master, and what
+//! a node does with the wrong certificates.
+
+use std::time::Duration;
+
+use eva_hub::broker::Broker;
+use eva_hub::broker::redis::RedisBroker;
+use eva_hub::config::RedisSettings;
+use eva_hub::ids::SessionId;
+
+use super::cluster_faults::{Load, assert_one_history, setup};
+use super::services::{self, PrivateRedis};
+use super::{nodes, publish, tls_cluster_settings, tls_settings, watched};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_every_master_of_a_tls_cluster_keep_one_order_across_nodes() {
+    let cluster = services::shared_tls_cluster();
+    let mut cfg = tls_cluster_settings();
+    cfg.stream_maxlen = 10_000;
+    let (nodes, sessions) = setup(&cfg, 24).await;
+    let load = Load::start(&nodes, &sessions);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 0 && failed == 0, "{ok} published, {failed} failed");
+    // Each node has a client per master: the sessions' keys are on all.
+    let pattern = format!("{}:session:*", cfg.prefix);
+    for master in cluster.masters() {
+        let keys = cluster.cli(master, &["--scan", "--pattern", &pattern]);
+        assert!(
+            keys.lines().count() > 0,
+            "master {master} holds none of the sessions' keys"
+        );
+    }
+    assert_one_history(&nodes, &sessions).await;
+}
+
+/// Connecting with `cfg` fails, in time, with an error that contains
+/// `expected`.
+async fn refused(cfg: &RedisSettings, expected: &str) {
+    let connect = RedisBroker::connect(cfg, 100);
+    match tokio::time::timeout(Duration::from_secs(20), connect).await {
+        Ok(Err(e)) => {
+            eprintln!("refused as expected: {e}");
+            assert!(
+                e.to_string().to_lowercase().contains(expected),
+                "the error names the cause ({expected}): {e}"
+            )
+        }
+        Ok(Ok(_)) => panic!("connected without {expected}"),
+        Err(_) => panic!("connecting did not fail within 20 s (wanted: {expected})"),
+    }
+}
+
+#[tokio::test]
+async fn a_tls_redis_serves_nodes_that_trust_it_and_present_a_certificate() {
+    let redis = PrivateRedis::start_tls();
+    let cfg = tls_settings(redis.url());
+    assert!(cfg.url.as_str().starts_with("rediss://"));
+
+    // With the authority and the client certificate: two nodes share a
+    // session.
+    let nodes = nodes(2, &cfg).await;
+    let s = SessionId::new();
+    for (b, _) in &nodes {
+        watched(b.as_ref(), s).await;
+    }
+    for i in 0..10 {
+        publish(nodes[i % 2].0.as_ref(), s, &format!("e{i}")).await;
+    }
+    for (_, rec) in &nodes {
+        assert_eq!(rec.wait_for(s, 10).await, (1..=10).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        nodes[1].0.position(s).await.unwrap().map(|p| p.seq),
+        Some(10)
+    );
+
+    // Without the tests' authority the server's certificate is not trusted.
+    refused(
+        &RedisSettings {
+            tls_ca_file: String::new(),
+            ..cfg.clone()
+        },
+        "certificate",
+    )
+    .await;
+    // A missing file is named.
+    refused(
+        &RedisSettings {
+            tls_ca_file: "/nonexistent/ca.pem".into(),
+            ..cfg.clone()
+        },
+        "/nonexistent/ca.pem",
+    )
+    .await;
+    // The server requires a client certificate.
+    refused(
+        &RedisSettings {
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            ..cfg.clone()
+        },
+        "certificaterequired",
+    )
+    .await;
+}
