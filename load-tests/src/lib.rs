@@ -11,11 +11,13 @@
 //! | [`servers`] | a private PostgreSQL and redis-server a drill can kill |
 //! | [`accounting`] | delivered / lost / duplicated / reordered per subscriber |
 //! | [`scan`] | reading probes out of frames without decoding them |
+//! | [`cpucap`] | holding a server to a fraction of a core (a cgroup CPU quota) |
 //! | [`hubproc`] | the hub under test: spawned and pinned, CPU and RSS from `/proc` |
 //! | [`report`] | histograms and the JSON, Markdown and SVG every run writes |
 
 pub mod accounting;
 pub mod cluster;
+pub mod cpucap;
 pub mod drill;
 pub mod engine;
 pub mod floor;

@@ -567,7 +567,8 @@ pub fn shared_tls_cluster() -> &'static PrivateCluster {
 
 /// A Redis Cluster of this process's own on loopback ports: `masters`
 /// masters with one replica each, from `redis-server --cluster-enabled
-/// yes` and `redis-cli --cluster create`. Failover is quick
+/// yes` and `redis-cli --cluster create` (one master and its replica are
+/// joined by hand, for benchmarks). Failover is quick
 /// (`cluster-node-timeout` 1 s) so tests can kill a master. Everything
 /// stops when this process exits (the guard), or on [`PrivateCluster::stop`].
 #[derive(Debug)]
@@ -621,25 +622,29 @@ impl PrivateCluster {
             ports.push(port);
             tls_ports.extend(tls_port);
         }
-        // With tls-cluster, nodes meet over TLS: create it through the
-        // TLS ports.
-        let created = if tls.is_some() { &tls_ports } else { &ports };
-        let addrs: Vec<String> = created.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new("redis-cli")
-            .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-        if !out.status.success() {
-            panic!(
-                "redis-cli --cluster create failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if masters == 1 {
+            join_one_master(ports[0], ports[1]);
+        } else {
+            // With tls-cluster, nodes meet over TLS: create it through the
+            // TLS ports.
+            let created = if tls.is_some() { &tls_ports } else { &ports };
+            let addrs: Vec<String> = created.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let out = Command::new("redis-cli")
+                .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+            if !out.status.success() {
+                panic!(
+                    "redis-cli --cluster create failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
         let cluster = PrivateCluster {
             ports,
@@ -674,13 +679,7 @@ impl PrivateCluster {
 
     /// `redis-cli -p port args…`'s output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(port, args)
     }
 
     /// The ports of the nodes that are masters with slots now.
@@ -802,6 +801,51 @@ impl PrivateCluster {
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `redis-cli -p port args…`'s output (the plain port, on loopback).
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes a cluster of one master (every slot) and its replica, which
+/// `redis-cli --cluster create` will not (it wants three masters): the
+/// same server mode, replication included, as each master of a larger
+/// cluster, for comparisons with it.
+fn join_one_master(master: u16, replica: u16) {
+    let ok = |out: String, what: &str| {
+        assert!(out.trim() == "OK", "{what} failed: {out}");
+    };
+    ok(
+        redis_cli(master, &["cluster", "addslotsrange", "0", "16383"]),
+        "CLUSTER ADDSLOTSRANGE",
+    );
+    let bus = redis_cli(master, &["config", "get", "cluster-port"]);
+    let bus = bus.lines().nth(1).unwrap_or_default().trim().to_owned();
+    ok(
+        redis_cli(
+            replica,
+            &["cluster", "meet", "127.0.0.1", &master.to_string(), &bus],
+        ),
+        "CLUSTER MEET",
+    );
+    let id = redis_cli(master, &["cluster", "myid"]).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The replica must know the master before it can follow it.
+    loop {
+        let out = redis_cli(replica, &["cluster", "replicate", &id]);
+        if out.trim() == "OK" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CLUSTER REPLICATE failed: {out}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

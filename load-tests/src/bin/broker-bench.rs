@@ -16,8 +16,18 @@
 //! cargo run --release -p eva-load --bin broker-bench -- --masters 3
 //! cargo run --release -p eva-load --bin broker-bench -- --masters 3 --wait-replicas 1
 //! cargo run --release -p eva-load --bin broker-bench -- --masters 3 --rate 500 --inflight 4
+//! cargo run --release -p eva-load --bin broker-bench -- --masters 1 --redis-cores 0.1
+//! cargo run --release -p eva-load --bin broker-bench -- --masters 3 --redis-cores 0.1
 //! ```
+//!
+//! On a machine with fewer cores than servers, the servers and the nodes
+//! share the cores, and 3 masters cannot show what they would do each on
+//! a core of their own. `--redis-cores` holds every redis-server to that
+//! much CPU (a cgroup CPU quota; root only), so that Redis is the bound, as
+//! a busy deployment's Redis is, and 1 and 3 masters compare with the same
+//! budget per server.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +39,7 @@ use eva_hub::config::Settings;
 use eva_hub::ids::SessionId;
 use eva_hub::protocol::model::{CustomAudience, Event, StreamPosition};
 use eva_hub::stream::{Origin, Published};
+use eva_load::cpucap::CpuCap;
 use eva_load::report;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -45,6 +56,11 @@ struct Args {
     /// masters, each with a replica.
     #[arg(long, default_value_t = 1)]
     masters: usize,
+    /// A Redis Cluster even for `--masters 1`: one master holding every
+    /// slot, with its replica, so that 1 and 3 masters compare in the same
+    /// server mode (cluster bookkeeping and replication included).
+    #[arg(long)]
+    cluster: bool,
     /// Broker nodes, each publishing and watching every session.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -64,6 +80,9 @@ struct Args {
     /// `redis.wait_replicas`: WAIT for this many replicas per publish.
     #[arg(long, default_value_t = 0)]
     wait_replicas: u32,
+    /// CPU each redis-server may use, in cores (0: no cap). Needs root.
+    #[arg(long, default_value_t = 0.0)]
+    redis_cores: f64,
 }
 
 /// Counts deliveries and records the hop of events published on another
@@ -125,21 +144,29 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
         args.masters == 1 || args.masters >= 3,
-        "--masters is 1 (one Redis) or at least 3 (Redis Cluster needs three masters)"
+        "--masters is 1 (one Redis, or with --cluster a cluster of one master) or at least 3"
     );
     // The servers live as long as these guards.
-    let (url, _single, cluster) = if args.masters == 1 {
+    let (url, _single, cluster) = if args.masters == 1 && !args.cluster {
         let redis = services::private_redis();
         (redis.url(), Some(redis), None)
     } else {
         let cluster = services::PrivateCluster::start(args.masters);
         (cluster.url(), None, Some(cluster))
     };
-    let server_ports: Vec<u16> = match (&cluster, &_single) {
-        (Some(c), _) => c.ports.clone(),
-        (None, Some(r)) => vec![r.port],
-        _ => vec![],
+    let (masters, replicas): (Vec<u16>, Vec<u16>) = match (&cluster, &_single) {
+        (Some(c), _) => {
+            let masters = c.masters();
+            let replicas = c.ports.iter().filter(|p| !masters.contains(p)).copied();
+            (masters.clone(), replicas.collect())
+        }
+        (None, Some(r)) => (vec![r.port], vec![]),
+        _ => (vec![], vec![]),
     };
+    // Every server, masters and replicas, gets the same budget: a replica
+    // applies its master's writes, as it would on a core of its own.
+    let masters = Servers::new(masters, args.redis_cores)?;
+    let replicas = Servers::new(replicas, args.redis_cores)?;
 
     let mut cfg = Settings::defaults().redis;
     cfg.url = url.clone().into();
@@ -227,14 +254,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let redis_cpu_before = redis_cpu(&server_ports);
+    let (masters_before, replicas_before) = (masters.usage(), replicas.usage());
     let bench_cpu_before = own_cpu();
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let redis_cpu_s = redis_cpu(&server_ports) - redis_cpu_before;
+    let masters_used = masters.usage().since(&masters_before);
+    let replicas_used = replicas.usage().since(&replicas_before);
+    let redis_cpu_s = masters_used.cpu_s + replicas_used.cpu_s;
     let bench_cpu_s = own_cpu() - bench_cpu_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -279,18 +308,45 @@ async fn main() -> anyhow::Result<()> {
         "publish_ms": report::percentiles_ms(&latency),
         "publish_to_other_node_ms": report::percentiles_ms(&hops),
         "cross_node_hop_ms": report::percentiles_ms(&added),
-        "cpu_s": { "redis": redis_cpu_s, "bench": bench_cpu_s },
+        "cpu_s": {
+            "redis": redis_cpu_s,
+            "masters": masters_used.cpu_s,
+            "replicas": replicas_used.cpu_s,
+            "bench": bench_cpu_s,
+        },
+        "master_cpu_us_per_event": masters_used.cpu_s * 1e6 / sequenced.max(1) as f64,
+        "redis_cores_each": args.redis_cores,
+        "throttled_share": {
+            "masters": masters_used.throttled_share(),
+            "replicas": replicas_used.throttled_share(),
+        },
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     let dir = report::results_dir("broker");
     let path = report::write_json(
         &dir,
         &format!(
-            "broker-{}m-w{}-r{}",
-            args.masters, args.wait_replicas, args.rate
+            "broker-{}m{}-w{}-r{}-c{}",
+            args.masters,
+            if args.cluster { "-cluster" } else { "" },
+            args.wait_replicas,
+            args.rate,
+            args.redis_cores
         ),
         &result,
     )?;
+    if args.redis_cores > 0.0 {
+        eprintln!(
+            "each redis-server held to {} core; throttled in {:.0}% of the masters' periods and {:.0}% of the replicas'",
+            args.redis_cores,
+            100.0 * masters_used.throttled_share(),
+            100.0 * replicas_used.throttled_share()
+        );
+    }
+    eprintln!(
+        "masters' CPU {:.1} µs per sequenced event",
+        masters_used.cpu_s * 1e6 / sequenced.max(1) as f64
+    );
     eprintln!(
         "{} masters, {} nodes: {per_s:.0} events/s sequenced; publish p99 {:.2} ms; publish to delivery on another node p99 {:.3} ms; hop added p50 {:.3} / p99 {:.3} ms; Redis CPU {:.1} s, bench CPU {:.1} s over {elapsed:.1} s ({})",
         args.masters,
@@ -306,32 +362,94 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU seconds (user + system) the Redis servers on `ports` used so far.
-fn redis_cpu(ports: &[u16]) -> f64 {
-    let mut total = 0.0;
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    for entry in procs.flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let serves = cmdline.starts_with("redis-server")
-            && ports.iter().any(|p| cmdline.contains(&format!(":{p}")));
-        if serves {
-            total += cpu_of(&entry.path().join("stat"));
+/// Some of the bench's redis-servers (its masters, or its replicas), with
+/// their CPU caps when `--redis-cores` asks for them.
+struct Servers {
+    pids: Vec<u32>,
+    caps: Vec<CpuCap>,
+}
+
+/// What a group of servers used so far.
+#[derive(Default)]
+struct Usage {
+    cpu_s: f64,
+    throttled: u64,
+    periods: u64,
+}
+
+impl Usage {
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            cpu_s: self.cpu_s - before.cpu_s,
+            throttled: self.throttled - before.throttled,
+            periods: self.periods - before.periods,
         }
     }
-    total
+
+    /// The share of CFS periods in which a capped server used its whole
+    /// budget: near 1 when Redis is the bound.
+    fn throttled_share(&self) -> f64 {
+        self.throttled as f64 / self.periods.max(1) as f64
+    }
+}
+
+impl Servers {
+    fn new(ports: Vec<u16>, cores: f64) -> anyhow::Result<Servers> {
+        let pids = redis_pids(&ports);
+        anyhow::ensure!(
+            pids.len() == ports.len(),
+            "found {} redis-server processes for the servers on {ports:?}",
+            pids.len()
+        );
+        let caps = if cores > 0.0 {
+            pids.iter()
+                .map(|pid| CpuCap::apply(*pid, cores))
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Servers { pids, caps })
+    }
+
+    fn usage(&self) -> Usage {
+        let mut usage = Usage::default();
+        for pid in &self.pids {
+            usage.cpu_s += cpu_of(Path::new(&format!("/proc/{pid}/stat")));
+        }
+        for cap in &self.caps {
+            let (throttled, periods) = cap.throttled();
+            usage.throttled += throttled;
+            usage.periods += periods;
+        }
+        usage
+    }
+}
+
+/// The processes of the redis-servers listening on `ports` (their
+/// command line names the port).
+fn redis_pids(ports: &[u16]) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let serves = cmdline.starts_with("redis-server")
+                && ports.iter().any(|p| cmdline.contains(&format!(":{p}")));
+            serves.then_some(pid)
+        })
+        .collect()
 }
 
 fn own_cpu() -> f64 {
-    cpu_of(std::path::Path::new("/proc/self/stat"))
+    cpu_of(Path::new("/proc/self/stat"))
 }
 
 /// utime + stime of a `/proc/<pid>/stat` file, in seconds.
-fn cpu_of(stat: &std::path::Path) -> f64 {
+fn cpu_of(stat: &Path) -> f64 {
     let Ok(text) = std::fs::read_to_string(stat) else {
         return 0.0;
     };
