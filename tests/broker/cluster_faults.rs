@@ -7,9 +7,10 @@
 //!
 //! The fault tests start a cluster of their own, since they damage it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eva_hub::broker::redis::RedisBroker;
 use eva_hub::broker::{Broker, Condition};
@@ -29,6 +30,8 @@ pub(super) struct Load {
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     reads_failed: Arc<AtomicU64>,
+    /// The slowest publish to each session, for the failover report.
+    slowest: Arc<parking_lot::Mutex<HashMap<SessionId, Duration>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -41,18 +44,20 @@ impl Load {
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let reads_failed = Arc::new(AtomicU64::new(0));
+        let slowest = Arc::new(parking_lot::Mutex::new(HashMap::new()));
         let tasks = nodes
             .iter()
             .enumerate()
             .map(|(i, (b, _))| {
                 let (b, sessions) = (b.clone(), sessions.to_vec());
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                let reads_failed = reads_failed.clone();
+                let (reads_failed, slowest) = (reads_failed.clone(), slowest.clone());
                 tokio::spawn(async move {
                     let mut k = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for s in &sessions {
                             let name = format!("n{i}-{k}");
+                            let started = Instant::now();
                             match b
                                 .publish(*s, event(&name), Origin::hub(), 1, Condition::Always)
                                 .await
@@ -60,6 +65,10 @@ impl Load {
                                 Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                                 Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                             };
+                            let took = started.elapsed();
+                            let mut slowest = slowest.lock();
+                            let max = slowest.entry(*s).or_default();
+                            *max = took.max(*max);
                         }
                         let read = sessions[k as usize % sessions.len()];
                         if b.position(read).await.is_err() {
@@ -76,8 +85,20 @@ impl Load {
             ok,
             failed,
             reads_failed,
+            slowest,
             tasks,
         }
+    }
+
+    /// The slowest publish to any of `sessions` so far.
+    fn slowest(&self, sessions: &[SessionId]) -> Duration {
+        let slowest = self.slowest.lock();
+        sessions
+            .iter()
+            .filter_map(|s| slowest.get(s))
+            .max()
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Publishes that succeeded and failed.
@@ -259,12 +280,27 @@ struct UnderLoad {
     prefix: String,
 }
 
-async fn under_load_on_a_private_cluster() -> UnderLoad {
+/// Whether the private cluster's masters refuse every command while a
+/// slot has no master (`cluster-require-full-coverage`, Redis' default
+/// `yes`), or serve the slots they have (`no`).
+#[derive(Clone, Copy, PartialEq)]
+enum Coverage {
+    Full,
+    Partial,
+}
+
+async fn under_load_on_a_private_cluster(coverage: Coverage) -> UnderLoad {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "eva_hub=info".into()))
         .with_test_writer()
         .try_init();
     let cluster = Arc::new(PrivateCluster::start(3));
+    if coverage == Coverage::Partial {
+        for port in &cluster.ports {
+            let set = ["config", "set", "cluster-require-full-coverage", "no"];
+            assert_eq!(cluster.cli(*port, &set).trim(), "OK");
+        }
+    }
     let mut cfg = settings_for(cluster.url());
     cfg.stream_maxlen = 10_000;
     let (nodes, sessions) = setup(&cfg, 12).await;
@@ -280,13 +316,25 @@ async fn under_load_on_a_private_cluster() -> UnderLoad {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_master_under_load_keeps_one_history_per_session() {
+    kill_a_master_under_load(Coverage::Full).await;
+}
+
+/// As above, with `cluster-require-full-coverage no`, which docs/CLUSTER.md
+/// recommends: the other masters serve their slots throughout, so their
+/// sessions' publishes do not pause while the cluster elects a master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_master_without_full_coverage_keeps_one_history_per_session() {
+    kill_a_master_under_load(Coverage::Partial).await;
+}
+
+async fn kill_a_master_under_load(coverage: Coverage) {
     let UnderLoad {
         cluster,
         nodes,
         sessions,
         load,
         prefix,
-    } = under_load_on_a_private_cluster().await;
+    } = under_load_on_a_private_cluster(coverage).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = cluster.masters()[0];
     // The victim answers only for the keys of its own slots.
@@ -305,14 +353,27 @@ async fn killing_a_master_under_load_keeps_one_history_per_session() {
         .expect("a replica takes the killed master's place");
     // Load goes on after the failover, so the hubs must recover alone.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let elsewhere: Vec<SessionId> = sessions
+        .iter()
+        .filter(|s| !on_victim.contains(s))
+        .copied()
+        .collect();
+    let (slowest_victim, slowest_elsewhere) = (load.slowest(&on_victim), load.slowest(&elsewhere));
     let (ok, failed) = load.stop().await;
     assert_one_history(&nodes, &sessions).await;
     let reset = sessions_reset(&nodes, &sessions);
     eprintln!(
-        "failover under load: {ok} publishes succeeded, {failed} failed; {} of {} sessions got a discontinuity; {} were on the killed master",
+        "failover under load ({}): {ok} publishes succeeded, {failed} failed; {} of {} sessions got a discontinuity; {} were on the killed master; slowest publish {:.0} ms to those, {:.0} ms to the others",
+        if coverage == Coverage::Full {
+            "full coverage"
+        } else {
+            "cluster-require-full-coverage no"
+        },
         reset.len(),
         sessions.len(),
-        on_victim.len()
+        on_victim.len(),
+        slowest_victim.as_secs_f64() * 1000.0,
+        slowest_elsewhere.as_secs_f64() * 1000.0,
     );
     // Only the killed master's sessions may need a new epoch: the others'
     // shards went on.
@@ -334,7 +395,7 @@ async fn resharding_under_load_loses_nothing() {
         sessions,
         load,
         ..
-    } = under_load_on_a_private_cluster().await;
+    } = under_load_on_a_private_cluster(Coverage::Full).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.reshard(4000))
