@@ -4,8 +4,8 @@
 //! broker, against the Redis broker on one Redis (`EVA_TEST_REDIS`, or a
 //! private `redis-server` this binary starts), on a Redis Cluster
 //! (`EVA_TEST_REDIS_CLUSTER`, or a private cluster of 3 masters and 3
-//! replicas) and on a private Redis Cluster that speaks TLS (`tls.rs`); a
-//! fresh key prefix per test.
+//! replicas) and on a private Redis Cluster that speaks TLS and requires a
+//! password (`secured.rs`); a fresh key prefix per test.
 //! The tests that need several nodes or Redis itself run on Redis only,
 //! on one server and on the cluster; `cluster_faults.rs` loads the
 //! cluster with sessions on every master.
@@ -30,7 +30,7 @@ mod services;
 
 mod cluster_faults;
 mod migration;
-mod tls;
+mod secured;
 
 fn redis_url() -> String {
     services::redis_url()
@@ -44,10 +44,10 @@ fn cluster_settings() -> RedisSettings {
     settings_for(services::redis_cluster_url())
 }
 
-/// A Redis Cluster that speaks TLS only to clients with a certificate
-/// (tls.rs).
-fn tls_cluster_settings() -> RedisSettings {
-    tls_settings(services::shared_tls_cluster().url())
+/// A Redis Cluster that speaks TLS only to clients with a certificate and
+/// the password, which its URL carries (secured.rs).
+fn secured_cluster_settings() -> RedisSettings {
+    tls_settings(services::shared_secured_cluster().url())
 }
 
 /// Settings for the TLS server(s) at `url`: the tests' authority, and the
@@ -255,13 +255,13 @@ async fn brokers() -> Vec<(&'static str, Arc<dyn Broker>, Arc<Recorder>)> {
     let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new(HISTORY));
     let redis: Arc<dyn Broker> = redis_broker(&redis_settings()).await;
     let cluster: Arc<dyn Broker> = redis_broker(&cluster_settings()).await;
-    let tls: Arc<dyn Broker> = redis_broker(&tls_cluster_settings()).await;
+    let secured: Arc<dyn Broker> = redis_broker(&secured_cluster_settings()).await;
     let mut out = Vec::new();
     let all = [
         ("memory", memory),
         ("redis", redis),
         ("cluster", cluster),
-        ("tls cluster", tls),
+        ("secured cluster", secured),
     ];
     for (name, b) in all {
         let rec = Arc::new(Recorder::default());

@@ -397,7 +397,10 @@ fn ping(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    // A server that requires a password answers too.
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut buf).is_ok()
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 // ------------------------------------------------------------ redis tls
@@ -558,12 +561,16 @@ pub fn shared_cluster() -> &'static PrivateCluster {
     CLUSTER.get_or_init(|| PrivateCluster::start(3))
 }
 
-/// The binary's private Redis Cluster speaking TLS
-/// ([`PrivateCluster::start_tls`]), started on first use and shared.
-pub fn shared_tls_cluster() -> &'static PrivateCluster {
+/// The binary's private Redis Cluster that speaks TLS and requires a
+/// password ([`PrivateCluster::start_secured`]), started on first use and
+/// shared.
+pub fn shared_secured_cluster() -> &'static PrivateCluster {
     static CLUSTER: OnceLock<PrivateCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| PrivateCluster::start_tls(3))
+    CLUSTER.get_or_init(|| PrivateCluster::start_secured(3))
 }
+
+/// The password of [`PrivateCluster::start_secured`]'s nodes.
+pub const SECURED_PASSWORD: &str = "eva-test-secret";
 
 /// A Redis Cluster of this process's own on loopback ports: `masters`
 /// masters with one replica each, from `redis-server --cluster-enabled
@@ -576,29 +583,37 @@ pub struct PrivateCluster {
     /// Every node's client port, masters first as created.
     pub ports: Vec<u16>,
     /// Every node's TLS port, in the same order, for a cluster started
-    /// with [`PrivateCluster::start_tls`]; empty otherwise.
+    /// with [`PrivateCluster::start_secured`]; empty otherwise.
     pub tls_ports: Vec<u16>,
+    /// The nodes' password (`requirepass`), if they require one.
+    password: Option<&'static str>,
     dir: PathBuf,
     guard: Mutex<Option<Child>>,
 }
 
 impl PrivateCluster {
     pub fn start(masters: usize) -> PrivateCluster {
-        PrivateCluster::start_with(masters, None)
+        PrivateCluster::start_with(masters, None, None)
     }
 
     /// A cluster whose nodes speak TLS to clients, to each other (the
     /// cluster bus) and for replication ([`tls_files`]), requiring client
-    /// certificates. The plain ports stay open on loopback for the test's
-    /// own `redis-cli` calls; a TLS client is told the TLS ports (`CLUSTER
-    /// SLOTS`), and [`PrivateCluster::url`] names them.
-    pub fn start_tls(masters: usize) -> PrivateCluster {
-        PrivateCluster::start_with(masters, Some(tls_files()))
+    /// certificates, and require [`SECURED_PASSWORD`] of clients and of
+    /// each other (`requirepass`, `masterauth`). The plain ports stay open
+    /// on loopback for the test's own `redis-cli` calls; a TLS client is
+    /// told the TLS ports (`CLUSTER SLOTS`), and [`PrivateCluster::url`]
+    /// names them, with the password.
+    pub fn start_secured(masters: usize) -> PrivateCluster {
+        PrivateCluster::start_with(masters, Some(tls_files()), Some(SECURED_PASSWORD))
     }
 
     // The guard is never waited for: it must outlive this process.
     #[allow(clippy::zombie_processes)]
-    fn start_with(masters: usize, tls: Option<&TlsFiles>) -> PrivateCluster {
+    fn start_with(
+        masters: usize,
+        tls: Option<&TlsFiles>,
+        password: Option<&'static str>,
+    ) -> PrivateCluster {
         for bin in ["redis-server", "redis-cli"] {
             if !on_path(bin) {
                 missing(
@@ -618,12 +633,13 @@ impl PrivateCluster {
         let guard = guard(&stop);
         let (mut ports, mut tls_ports) = (Vec::new(), Vec::new());
         for i in 0..masters * 2 {
-            let (port, tls_port) = start_cluster_node(&dir.join(format!("node{i}")), tls);
+            let node = dir.join(format!("node{i}"));
+            let (port, tls_port) = start_cluster_node(&node, tls, password);
             ports.push(port);
             tls_ports.extend(tls_port);
         }
         if masters == 1 {
-            join_one_master(ports[0], ports[1]);
+            join_one_master(ports[0], ports[1], password);
         } else {
             // With tls-cluster, nodes meet over TLS: create it through the
             // TLS ports.
@@ -631,6 +647,7 @@ impl PrivateCluster {
             let addrs: Vec<String> = created.iter().map(|p| format!("127.0.0.1:{p}")).collect();
             let out = Command::new("redis-cli")
                 .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
+                .args(password_args(password))
                 .arg("--cluster")
                 .arg("create")
                 .args(&addrs)
@@ -649,6 +666,7 @@ impl PrivateCluster {
         let cluster = PrivateCluster {
             ports,
             tls_ports,
+            password,
             dir,
             guard: Mutex::new(Some(guard)),
         };
@@ -669,7 +687,8 @@ impl PrivateCluster {
         } else {
             ("rediss-cluster", &self.tls_ports)
         };
-        let mut url = format!("{scheme}://127.0.0.1:{}", ports[0]);
+        let auth = self.password.map(|p| format!(":{p}@")).unwrap_or_default();
+        let mut url = format!("{scheme}://{auth}127.0.0.1:{}", ports[0]);
         for (i, port) in ports[1..].iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(&format!("node=127.0.0.1:{port}"));
@@ -679,7 +698,7 @@ impl PrivateCluster {
 
     /// `redis-cli -p port args…`'s output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        redis_cli(port, args)
+        redis_cli(port, self.password, args)
     }
 
     /// The ports of the nodes that are masters with slots now.
@@ -804,10 +823,19 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// redis-cli's arguments to authenticate with `password`, if any.
+fn password_args(password: Option<&str>) -> Vec<String> {
+    match password {
+        Some(p) => vec!["-a".into(), p.into(), "--no-auth-warning".into()],
+        None => Vec::new(),
+    }
+}
+
 /// `redis-cli -p port args…`'s output (the plain port, on loopback).
-fn redis_cli(port: u16, args: &[&str]) -> String {
+fn redis_cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(password_args(password))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -819,7 +847,8 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 /// `redis-cli --cluster create` will not (it wants three masters): the
 /// same server mode, replication included, as each master of a larger
 /// cluster, for comparisons with it.
-fn join_one_master(master: u16, replica: u16) {
+fn join_one_master(master: u16, replica: u16, password: Option<&str>) {
+    let redis_cli = |port, args: &[&str]| redis_cli(port, password, args);
     let ok = |out: String, what: &str| {
         assert!(out.trim() == "OK", "{what} failed: {out}");
     };
@@ -851,8 +880,13 @@ fn join_one_master(master: u16, replica: u16) {
 
 /// Starts one cluster-enabled `redis-server` in `dir` (client port and
 /// cluster bus port both chosen free) and returns its client port, and its
-/// TLS port with `tls`.
-fn start_cluster_node(dir: &Path, tls: Option<&TlsFiles>) -> (u16, Option<u16>) {
+/// TLS port with `tls`; with `password`, it requires that password of
+/// its clients and uses it with its master.
+fn start_cluster_node(
+    dir: &Path,
+    tls: Option<&TlsFiles>,
+    password: Option<&str>,
+) -> (u16, Option<u16>) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let bus = free_port().to_string();
     let tls_port = tls.map(|_| free_port());
@@ -876,6 +910,9 @@ fn start_cluster_node(dir: &Path, tls: Option<&TlsFiles>) -> (u16, Option<u16>) 
         "0",
     ];
     args.extend(tls_args.iter().map(String::as_str));
+    if let Some(password) = password {
+        args.extend(["--requirepass", password, "--masterauth", password]);
+    }
     (start_redis_daemon(dir, &args), tls_port)
 }
 

@@ -303,8 +303,14 @@ impl Router {
             }
         }
         for seed in &self.seeds {
-            let Ok(shard) = self.open(seed.clone()).await else {
-                continue;
+            let shard = match self.connect_to(seed.clone()).await {
+                Ok((shard, None)) => shard,
+                // Why the seed refused (a password, a certificate) is
+                // what the operator needs to read.
+                Ok((_, Some(e))) | Err(e) => {
+                    last = e;
+                    continue;
+                }
             };
             match ask_slot_map(&shard, timeout).await {
                 Ok(routing) => return Ok((routing, seed.clone())),
@@ -318,6 +324,14 @@ impl Router {
     /// answer yet still gets its shard, marked away, so that its slots
     /// have somewhere to go; the health monitor keeps trying it.
     async fn open(&self, server: Server) -> Result<Arc<Shard>, RedisError> {
+        self.connect_to(server).await.map(|(shard, _)| shard)
+    }
+
+    /// [`Router::open`], with the reason its first connection failed.
+    async fn connect_to(
+        &self,
+        server: Server,
+    ) -> Result<(Arc<Shard>, Option<RedisError>), RedisError> {
         let mut config = self.config.clone();
         config.server = ServerConfig::Centralized {
             server: server.clone(),
@@ -325,20 +339,25 @@ impl Router {
         let client = conn::command_client(&self.cfg, config).map_err(|e| {
             RedisError::new(ErrorKind::Config, format!("cannot build a client: {e}"))
         })?;
-        let task = tokio::time::timeout(self.cfg.command_timeout(), client.init())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        let up = task.is_some();
-        if !up {
-            tracing::warn!(node = %self.node, %server, "cannot connect to a Redis Cluster master yet");
+        let (task, failed) =
+            match tokio::time::timeout(self.cfg.command_timeout(), client.init()).await {
+                Ok(Ok(task)) => (Some(task), None),
+                Ok(Err(e)) => (None, Some(e)),
+                Err(_) => (
+                    None,
+                    Some(RedisError::new(ErrorKind::Timeout, "connecting timed out")),
+                ),
+            };
+        if let Some(e) = &failed {
+            tracing::warn!(node = %self.node, %server, error = %e, "cannot connect to a Redis Cluster node yet");
         }
-        Ok(Arc::new(Shard {
+        let shard = Arc::new(Shard {
             server,
             client,
             task: Mutex::new(task),
-            up: AtomicBool::new(up),
-        }))
+            up: AtomicBool::new(failed.is_none()),
+        });
+        Ok((shard, failed))
     }
 
     /// Sends a command on `key` to its shard: `command` gets the shard's

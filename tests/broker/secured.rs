@@ -1,9 +1,10 @@
-//! The Redis broker over TLS (`rediss://`, `rediss-cluster://`): the
-//! servers' certificates chain to `redis.tls_ca_file`, and the node
-//! presents `redis.tls_cert_file` to servers that require a client
-//! certificate. The conformance suite (main.rs) runs on a TLS cluster as
-//! well; here, the cluster under load with nodes on every master, and what
-//! a node does with the wrong certificates.
+//! The Redis broker on servers secured as in production: TLS
+//! (`rediss://`, `rediss-cluster://`), where the servers' certificates
+//! chain to `redis.tls_ca_file` and the node presents `redis.tls_cert_file`
+//! to servers that require a client certificate, and a password in the
+//! URL. The conformance suite (main.rs) runs on such a cluster as well;
+//! here, the cluster under load with nodes on every master, and what a
+//! node does with the wrong certificates or no password.
 
 use std::time::Duration;
 
@@ -14,12 +15,12 @@ use eva_hub::ids::SessionId;
 
 use super::cluster_faults::{Load, assert_one_history, setup};
 use super::services::{self, PrivateRedis};
-use super::{nodes, publish, tls_cluster_settings, tls_settings, watched};
+use super::{nodes, publish, secured_cluster_settings, tls_settings, watched};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_on_every_master_of_a_tls_cluster_keep_one_order_across_nodes() {
-    let cluster = services::shared_tls_cluster();
-    let mut cfg = tls_cluster_settings();
+async fn sessions_on_every_master_of_a_secured_cluster_keep_one_order_across_nodes() {
+    let cluster = services::shared_secured_cluster();
+    let mut cfg = secured_cluster_settings();
     cfg.stream_maxlen = 10_000;
     let (nodes, sessions) = setup(&cfg, 24).await;
     let load = Load::start(&nodes, &sessions);
@@ -36,6 +37,31 @@ async fn sessions_on_every_master_of_a_tls_cluster_keep_one_order_across_nodes()
         );
     }
     assert_one_history(&nodes, &sessions).await;
+}
+
+#[tokio::test]
+async fn a_secured_cluster_refuses_a_node_without_its_password() {
+    let cfg = secured_cluster_settings();
+    let url = cfg.url.as_str();
+    let without = url.replace(&format!(":{}@", services::SECURED_PASSWORD), "");
+    assert_ne!(without, url, "the URL carries the password");
+    let wrong = url.replace(services::SECURED_PASSWORD, "not-the-password");
+    refused(
+        &RedisSettings {
+            url: without.into(),
+            ..cfg.clone()
+        },
+        "noauth",
+    )
+    .await;
+    refused(
+        &RedisSettings {
+            url: wrong.into(),
+            ..cfg.clone()
+        },
+        "wrongpass",
+    )
+    .await;
 }
 
 /// Connecting with `cfg` fails, in time, with an error that contains
