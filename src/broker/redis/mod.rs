@@ -63,7 +63,7 @@
 //!
 //! **Files**, each using only those listed before it:
 //! * `reply.rs`: parsing Redis replies; the `Unavailable` error.
-//! * `conn.rs`: the fred clients and their settings, restarting one,
+//! * `conn.rs`: the fred clients and their settings (TLS included), restarting one,
 //!   connection errors.
 //! * `router.rs`: which server a command goes to (a client per cluster
 //!   master, the slot map), whether each answers, and the script runner.
