@@ -1,9 +1,11 @@
 //! PostgreSQL failing under a running hub: backends terminated mid-flush,
 //! the whole cluster restarted, and connections refused until the backlog
-//! is full. Real participants ask questions over WebSocket, resending on
-//! `backlog_full` or a missing ack, exactly as the protocol tells them;
-//! afterwards the stored rows are counted against the acks the clients
-//! received: nothing acknowledged is lost, nothing is stored twice.
+//! is full; and the Redis Cluster master of a session killed under a hub
+//! that sequences through the cluster. Real participants ask questions over
+//! WebSocket, resending on `backlog_full` or a missing ack, exactly as the
+//! protocol tells them; afterwards the stored rows are counted against the
+//! acks the clients received: nothing acknowledged is lost, nothing is
+//! stored twice.
 //!
 //! These tests disturb the shared PostgreSQL cluster, so they live in
 //! their own binary and run one at a time; PostgreSQL is back up when the
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use eva_hub::broker::redis::RedisBroker;
 use eva_hub::client::{Client, ConnectOptions, Incoming};
 use eva_hub::config::Settings;
 use eva_hub::ids::{EventId, SessionId};
@@ -31,7 +34,7 @@ use eva_hub::store::Store;
 
 use common::harness::{self, Test};
 use common::pg::{self, PgFixture};
-use support::{TestApp, spawn_with, test_settings};
+use support::{TestApp, spawn_on, spawn_with, test_settings};
 
 fn main() -> ExitCode {
     harness::main_on_postgres("faults", "", 1, Duration::from_secs(120), tests)
@@ -39,7 +42,7 @@ fn main() -> ExitCode {
 
 fn tests(pg: Option<PgFixture>) -> Vec<Test> {
     let f = move || pg.clone().expect("the PostgreSQL fixture");
-    let (f1, f2, f3, f4) = (f.clone(), f.clone(), f.clone(), f);
+    let (f1, f2, f3, f4, f5) = (f.clone(), f.clone(), f.clone(), f.clone(), f);
     vec![
         harness::test(
             "postgres::terminated_backends_lose_nothing_and_duplicate_nothing",
@@ -56,6 +59,10 @@ fn tests(pg: Option<PgFixture>) -> Vec<Test> {
         harness::test(
             "postgres::shutdown_with_the_database_down_ends_at_its_deadline",
             move || shutdown_while_down(f4()),
+        ),
+        harness::test(
+            "redis_cluster::a_killed_master_loses_no_acknowledged_question",
+            move || master_killed(f5()),
         ),
     ]
 }
@@ -222,7 +229,7 @@ async fn load_through<F, Fut>(
     fault: F,
 ) -> Vec<Outcome>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(SessionId) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let session = app.create_session().await;
@@ -241,7 +248,7 @@ where
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    fault().await;
+    fault(session).await;
     // Keep asking for a while after the database is back.
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::Relaxed);
@@ -338,7 +345,7 @@ async fn terminated_backends(fixture: PgFixture) {
     let mut app = app(&fixture, settings()).await;
     let failures = counter("eva_store_flush_failures_total");
     let f = fixture.clone();
-    let outcomes = load_through(&fixture, &app, 12, || async move {
+    let outcomes = load_through(&fixture, &app, 12, |_| async move {
         let mut terminated = 0;
         for _ in 0..30 {
             terminated += f.terminate_backends().await;
@@ -358,7 +365,7 @@ async fn cluster_restart(fixture: PgFixture) {
     let mut app = app(&fixture, settings()).await;
     let failures = counter("eva_store_flush_failures_total");
     let began = std::sync::Mutex::new(None);
-    let outcomes = load_through(&fixture, &app, 12, || async {
+    let outcomes = load_through(&fixture, &app, 12, |_| async {
         let started = Instant::now();
         *began.lock().unwrap() = Some(chrono::Utc::now());
         pg::restart_server().await;
@@ -594,4 +601,48 @@ async fn shutdown_while_down(fixture: PgFixture) {
     }
     fixture.allow_connections(true).await;
     println!("  shutdown with the database down: ended in {took:?}");
+}
+
+/// The Redis Cluster master holding a session's keys is killed (SIGKILL)
+/// while participants ask questions through a hub that sequences on the
+/// cluster. The session runs on the hub alone until the replica is
+/// promoted, then hands its run over; every acknowledged question is
+/// stored once, as with the database faults above.
+async fn master_killed(fixture: PgFixture) {
+    let cluster = Arc::new(common::services::PrivateCluster::start(3));
+    let mut s = settings();
+    s.redis.url = cluster.url().into();
+    s.redis.prefix = format!("evafault-{}", uuid::Uuid::new_v4().simple());
+    let broker = RedisBroker::connect(&s.redis, s.session.history_size)
+        .await
+        .expect("the private Redis Cluster");
+    let store = fixture.store();
+    store.migrate().await.expect("migrate");
+    let mut app = spawn_on(s.clone(), Arc::new(store), Arc::new(broker)).await;
+    let prefix = s.redis.prefix.clone();
+    let outcomes = load_through(&fixture, &app, 12, |session| {
+        let cluster = cluster.clone();
+        async move {
+            let position = format!("{prefix}:session:{{{session}}}:position");
+            let started = Instant::now();
+            tokio::task::spawn_blocking(move || {
+                let victim = cluster
+                    .masters()
+                    .into_iter()
+                    .find(|m| cluster.cli(*m, &["exists", &position]).trim() == "1")
+                    .expect("a master holds the session's position");
+                cluster.kill(victim);
+                cluster.wait_failover(victim, Duration::from_secs(30));
+            })
+            .await
+            .expect("a replica takes the killed master's place");
+            println!(
+                "  the session's master killed; its replica serves after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .await;
+    report("Redis Cluster master killed", &outcomes, 0.0);
+    app.shutdown().await;
 }

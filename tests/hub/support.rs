@@ -62,11 +62,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(settings: Settings, store: Arc<dyn Store>) -> TestApp {
+    let broker = Arc::new(MemoryBroker::new(settings.session.history_size));
+    spawn_on(settings, store, broker).await
+}
+
+/// A hub on `store` and `broker` (a Redis broker, say).
+pub async fn spawn_on(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn eva_hub::broker::Broker>,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     let backends = Backends {
-        broker: Arc::new(MemoryBroker::new(settings.session.history_size)),
+        broker,
         store: store.clone(),
         auth: Arc::new(DevAuthenticator),
     };
