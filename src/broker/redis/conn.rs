@@ -75,10 +75,16 @@ fn tls_connector(cfg: &RedisSettings) -> Result<TlsConnector, BrokerError> {
     let mut roots = rustls::RootCertStore::empty();
     if cfg.tls_ca_file.is_empty() {
         let system = rustls_native_certs::load_native_certs();
-        if let Some(e) = system.errors.first() {
-            return Err(tls_error("the system's certificate authorities", e));
-        }
         roots.add_parsable_certificates(system.certs);
+        // A system store with an unreadable entry still serves; one that
+        // yields nothing cannot verify any server.
+        if roots.is_empty() {
+            let why = system
+                .errors
+                .first()
+                .map_or_else(|| "none found".to_owned(), |e| e.to_string());
+            return Err(tls_error("the system's certificate authorities", &why));
+        }
     } else {
         let file = &cfg.tls_ca_file;
         for cert in CertificateDer::pem_file_iter(file).map_err(|e| tls_error(file, &e))? {
