@@ -25,7 +25,7 @@ use super::{Recorder, event, nodes, settings_for, watched};
 /// one session's position (a plain command, not a script) per round;
 /// counts the publishes that succeeded and failed, and the reads that
 /// failed.
-pub(super) struct Load {
+struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -36,10 +36,7 @@ pub(super) struct Load {
 }
 
 impl Load {
-    pub(super) fn start(
-        nodes: &[(Arc<RedisBroker>, Arc<Recorder>)],
-        sessions: &[SessionId],
-    ) -> Load {
+    fn start(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -102,7 +99,7 @@ impl Load {
     }
 
     /// Publishes that succeeded and failed.
-    pub(super) async fn stop(self) -> (u64, u64) {
+    async fn stop(self) -> (u64, u64) {
         self.stop_counting_reads().await.0
     }
 
@@ -124,7 +121,7 @@ impl Load {
 
 /// A cluster-wide setup: 3 broker nodes on `cfg`, `n` sessions watched
 /// by all of them.
-pub(super) async fn setup(
+async fn setup(
     cfg: &RedisSettings,
     n: usize,
 ) -> (Vec<(Arc<RedisBroker>, Arc<Recorder>)>, Vec<SessionId>) {
@@ -145,10 +142,7 @@ pub(super) async fn setup(
 /// duplicate, except across a reset (a discontinuity its clients hear
 /// of); once quiet, all nodes agree on each session's position and on
 /// the events delivered since the last reset any of them saw.
-pub(super) async fn assert_one_history(
-    nodes: &[(Arc<RedisBroker>, Arc<Recorder>)],
-    sessions: &[SessionId],
-) {
+async fn assert_one_history(nodes: &[(Arc<RedisBroker>, Arc<Recorder>)], sessions: &[SessionId]) {
     for s in sessions {
         // Wait for the nodes to settle on one position.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -234,8 +228,17 @@ async fn publish_on_every_node(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_every_master_keep_one_order_across_nodes() {
-    let cluster = services::shared_cluster();
-    let mut cfg = settings_for(services::redis_cluster_url());
+    let cfg = settings_for(services::redis_cluster_url());
+    sessions_on_every_master_keep_one_order(services::shared_cluster(), cfg).await;
+}
+
+/// Three nodes publish to 24 sessions on `cluster` (with `cfg`) at once:
+/// no publish fails, the sessions' keys land on every master, and every
+/// node ends with one history per session.
+pub(super) async fn sessions_on_every_master_keep_one_order(
+    cluster: &PrivateCluster,
+    mut cfg: RedisSettings,
+) {
     cfg.stream_maxlen = 10_000;
     let (nodes, sessions) = setup(&cfg, 24).await;
     let load = Load::start(&nodes, &sessions);

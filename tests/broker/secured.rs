@@ -13,30 +13,14 @@ use eva_hub::broker::redis::RedisBroker;
 use eva_hub::config::RedisSettings;
 use eva_hub::ids::SessionId;
 
-use super::cluster_faults::{Load, assert_one_history, setup};
+use super::cluster_faults::sessions_on_every_master_keep_one_order;
 use super::services::{self, PrivateRedis};
 use super::{nodes, publish, secured_cluster_settings, tls_settings, watched};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_every_master_of_a_secured_cluster_keep_one_order_across_nodes() {
     let cluster = services::shared_secured_cluster();
-    let mut cfg = secured_cluster_settings();
-    cfg.stream_maxlen = 10_000;
-    let (nodes, sessions) = setup(&cfg, 24).await;
-    let load = Load::start(&nodes, &sessions);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (ok, failed) = load.stop().await;
-    assert!(ok > 0 && failed == 0, "{ok} published, {failed} failed");
-    // Each node has a client per master: the sessions' keys are on all.
-    let pattern = format!("{}:session:*", cfg.prefix);
-    for master in cluster.masters() {
-        let keys = cluster.cli(master, &["--scan", "--pattern", &pattern]);
-        assert!(
-            keys.lines().count() > 0,
-            "master {master} holds none of the sessions' keys"
-        );
-    }
-    assert_one_history(&nodes, &sessions).await;
+    sessions_on_every_master_keep_one_order(cluster, secured_cluster_settings()).await;
 }
 
 #[tokio::test]

@@ -68,6 +68,21 @@ fn on_path(bin: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
+/// Runs `cmd` to its end (stdin closed) and panics, with its output, unless
+/// it succeeded; `what` names it in the message.
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A new empty directory under the system's temporary directory.
 fn scratch_dir(kind: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -217,19 +232,13 @@ impl PrivatePostgres {
             _guard: Mutex::new(guard(&stop)),
         };
         let started = Instant::now();
-        let out = pg
-            .command("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
-            .args(["--no-sync", "--no-instructions"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
-        assert!(
-            out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            pg.command("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
+                .args(["--no-sync", "--no-instructions"]),
+            "initdb",
         );
         let mut last = String::new();
         for _ in 0..5 {
@@ -437,16 +446,9 @@ impl TlsFiles {
         let dir = scratch_dir("tls");
         let guard = guard(&format!("rm -rf {}", sh_quote(&dir.to_string_lossy())));
         let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-            assert!(
-                out.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new("openssl").args(args).current_dir(&dir),
+                &format!("openssl {args:?}"),
             );
         };
         let ec_key = [
@@ -645,23 +647,16 @@ impl PrivateCluster {
             // TLS ports.
             let created = if tls.is_some() { &tls_ports } else { &ports };
             let addrs: Vec<String> = created.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-            let out = Command::new("redis-cli")
-                .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
-                .args(password_args(password))
-                .arg("--cluster")
-                .arg("create")
-                .args(&addrs)
-                .args(["--cluster-replicas", "1", "--cluster-yes"])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-            if !out.status.success() {
-                panic!(
-                    "redis-cli --cluster create failed: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            run_ok(
+                Command::new("redis-cli")
+                    .args(tls.map(TlsFiles::cli_args).unwrap_or_default())
+                    .args(password_args(password))
+                    .arg("--cluster")
+                    .arg("create")
+                    .args(&addrs)
+                    .args(["--cluster-replicas", "1", "--cluster-yes"]),
+                "redis-cli --cluster create",
+            );
         }
         let cluster = PrivateCluster {
             ports,
@@ -757,18 +752,12 @@ impl PrivateCluster {
         let masters = self.masters();
         let id = |port: u16| self.cli(port, &["cluster", "myid"]).trim().to_owned();
         let (from, to) = (id(masters[0]), id(masters[1]));
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
-            .args(["--cluster-from", &from, "--cluster-to", &to])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster reshard failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
+                .args(["--cluster-from", &from, "--cluster-to", &to])
+                .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"]),
+            "redis-cli --cluster reshard",
         );
         self.wait_ok(Duration::from_secs(30));
     }

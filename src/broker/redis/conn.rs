@@ -146,13 +146,14 @@ pub(super) fn command_client(cfg: &RedisSettings, config: Config) -> Result<Clie
     builder(cfg, config).build().map_err(unavailable)
 }
 
-/// The pub/sub client for `cfg.url`, connected, with its connection
-/// task. On a cluster it is fred's cluster client: it sends each
-/// `SSUBSCRIBE` to the shard that owns the channel.
+/// The pub/sub client for `config` ([`client_config`]), connected, with
+/// its connection task. On a cluster it is fred's cluster client: it sends
+/// each `SSUBSCRIBE` to the shard that owns the channel.
 pub(super) async fn subscriber(
     cfg: &RedisSettings,
+    config: Config,
 ) -> Result<(SubscriberClient, ConnectHandle), BrokerError> {
-    let mut builder = builder(cfg, client_config(cfg)?);
+    let mut builder = builder(cfg, config);
     // Subscribing twice is harmless, so the pub/sub client may resend: on
     // a cluster a subscription can meet MOVED (a stale slot map, a
     // resharding), and following it takes a second attempt.

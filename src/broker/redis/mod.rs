@@ -145,8 +145,10 @@ impl RedisBroker {
         } else {
             cfg.node_id.clone()
         };
-        let redis = Arc::new(Router::connect(cfg, &node).await?);
-        let (subscriber, subscriber_task) = conn::subscriber(cfg).await?;
+        // Built once: a TLS URL reads its certificate files here.
+        let config = conn::client_config(cfg)?;
+        let redis = Arc::new(Router::connect(cfg, config.clone(), &node).await?);
+        let (subscriber, subscriber_task) = conn::subscriber(cfg, config).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             redis,

@@ -103,10 +103,13 @@ struct Map {
 }
 
 impl Router {
-    /// Connects to the server `cfg.url` names, or to every master of the
-    /// cluster it names.
-    pub(super) async fn connect(cfg: &RedisSettings, node: &str) -> Result<Router, BrokerError> {
-        let config = conn::client_config(cfg)?;
+    /// Connects to the server `config` ([`conn::client_config`]) names,
+    /// or to every master of the cluster it names.
+    pub(super) async fn connect(
+        cfg: &RedisSettings,
+        config: Config,
+        node: &str,
+    ) -> Result<Router, BrokerError> {
         let seeds = match &config.server {
             ServerConfig::Clustered { hosts, .. } => hosts.clone(),
             _ => Vec::new(),
