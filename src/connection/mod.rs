@@ -94,50 +94,55 @@ impl ConnHandle {
 const MAX_IOV: usize = 128;
 
 /// Runs the writer until the outbox closes or the socket fails.
-pub async fn write_loop(wr: &OwnedWriteHalf, outbox: &Outbox) -> std::io::Result<()> {
-    let mut batch = Batch::default();
-    let mut batches: u64 = 0;
-    loop {
-        poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await;
-        let oldest = batch
-            .items
-            .iter()
-            .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us));
-        // The last batch: its close frame (if any) goes out after it.
-        let last = batch.close.is_some();
-        if let Some(Some(frame)) = batch.close.take() {
-            batch.items.push_back(outbox::Item {
-                frame: Some(frame),
-                accepted_us: 0,
-            });
-        }
-        // Replaced frames leave holes; drop them first so every remaining
-        // item has bytes.
-        batch.items.retain(|i| i.frame.is_some());
-        let mut written = 0;
+///
+/// A plain function that returns the future, so that the future holds
+/// `wr` and `outbox` once: as an `async fn`, it would keep a second copy of
+/// each argument (they are moved into locals), and every connection's task
+/// carries this future for its whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn write_loop<'a>(
+    wr: &'a OwnedWriteHalf,
+    outbox: &'a Outbox,
+) -> impl Future<Output = std::io::Result<()>> + 'a {
+    async move {
+        let mut batch = Batch::default();
+        // Counts batches for sampling; wrapping is harmless.
+        let mut batches: u32 = 0;
         loop {
-            written += write_ready(wr, &mut batch)?;
-            if batch.is_empty() {
-                break;
+            poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await;
+            // 0: no event in this batch (events are never accepted at 0).
+            let oldest = batch
+                .items
+                .iter()
+                .find_map(|i| (i.accepted_us > 0 && i.frame.is_some()).then_some(i.accepted_us))
+                .unwrap_or(0);
+            // Replaced frames leave holes; drop them first so every
+            // remaining item has bytes.
+            batch.items.retain(|i| i.frame.is_some());
+            let mut written = 0;
+            loop {
+                written += write_ready(wr, &mut batch)?;
+                if batch.is_empty() {
+                    break;
+                }
+                // Boxed: a readiness wait is a large future, and only a full
+                // socket needs one; the writer of an idle connection should
+                // not keep its space.
+                Box::pin(wr.writable()).await?;
             }
-            // Boxed: a readiness wait is a large future, and only a full
-            // socket needs one; the writer of an idle connection should not
-            // keep its space.
-            Box::pin(wr.writable()).await?;
+            m::bytes_out(written);
+            batches = batches.wrapping_add(1);
+            // Sampled, never per delivery: one latency reading per 4 batches.
+            if oldest > 0 && batches % 4 == 1 {
+                m::fanout_latency(crate::clock::since_us(oldest));
+            }
+            // The last batch ended with the close frame, if there was one.
+            if batch.last {
+                let _ = socket2::SockRef::from(wr.as_ref()).shutdown(std::net::Shutdown::Write);
+                return Ok(());
+            }
+            outbox.recycle(&mut batch);
         }
-        m::bytes_out(written);
-        batches += 1;
-        // Sampled, never per delivery: one latency reading per 4 batches.
-        if let Some(t) = oldest
-            && batches % 4 == 1
-        {
-            m::fanout_latency(crate::clock::since_us(t));
-        }
-        if last {
-            let _ = socket2::SockRef::from(wr.as_ref()).shutdown(std::net::Shutdown::Write);
-            return Ok(());
-        }
-        outbox.recycle(&mut batch);
     }
 }
 

@@ -136,10 +136,13 @@ enum Direct {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub urgent: VecDeque<Bytes>,
+    /// In order; on the last batch, the close frame (if any) is the last
+    /// item.
     pub items: VecDeque<Item>,
-    /// Set when this is the last batch: write it, then this close frame (if
-    /// any), then shut the socket down.
-    pub close: Option<Option<Bytes>>,
+    /// This is the last batch: write it, then shut the socket down. (A
+    /// flag rather than the close frame itself: the batch lives in every
+    /// connection's writer, and the frame would cost it 32 bytes.)
+    pub last: bool,
 }
 
 impl Batch {
@@ -524,7 +527,13 @@ impl Outbox {
             slots.clear();
         }
         if let Some(closing) = q.closing.as_mut() {
-            batch.close = Some(closing.frame.take());
+            batch.last = true;
+            if let Some(frame) = closing.frame.take() {
+                batch.items.push_back(Item {
+                    frame: Some(frame),
+                    accepted_us: 0,
+                });
+            }
         }
         self.queued_bytes.store(0, Ordering::Relaxed);
         Poll::Ready(())
@@ -569,7 +578,7 @@ mod tests {
         let b = take(&o).await;
         assert_eq!(b.urgent.len(), 1);
         assert_eq!(tags(&b), vec![1, 2]);
-        assert!(b.close.is_none());
+        assert!(!b.last);
     }
 
     /// A waker that notes whether it was woken.
@@ -665,8 +674,9 @@ mod tests {
         assert_eq!(o.queued_bytes(), 0);
         assert_eq!(o.push(frame(1, 1), None, 0), Pushed::Closed);
         let b = take(&o).await;
-        assert!(b.items.is_empty());
-        let close = b.close.expect("closing").expect("close frame");
+        assert!(b.last);
+        assert_eq!(b.items.len(), 1, "only the close frame is left");
+        let close = b.items[0].frame.as_ref().expect("close frame");
         assert_eq!(u16::from_be_bytes([close[2], close[3]]), 4000);
     }
 
@@ -676,8 +686,12 @@ mod tests {
         o.push(frame(10, 1), None, 0);
         o.close(CloseCode::ServiceRestart);
         let b = take(&o).await;
-        assert_eq!(tags(&b), vec![1]);
-        assert!(b.close.unwrap().is_some());
+        assert!(b.last);
+        assert_eq!(
+            tags(&b),
+            vec![1, 0x88],
+            "the pending frame, then the close frame"
+        );
     }
 
     #[tokio::test]
