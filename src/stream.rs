@@ -136,7 +136,7 @@ mod tests {
         let event = Event::Custom {
             name: "b".into(),
             audience: CustomAudience::All,
-            data: serde_json::json!({"i": 1, "p": "x".repeat(100)}),
+            data: Box::new(serde_json::json!({"i": 1, "p": "x".repeat(100)})),
             from: "r0".into(),
         };
         let p = Published::new(

@@ -329,7 +329,7 @@ fn event(u: &mut Unstructured, fence: &mut u64) -> Result<(Event, Origin)> {
                 CustomAudience::Operators,
                 CustomAudience::Renderer,
             ][u.choose_index(4)?],
-            data: value(u, 0)?,
+            data: Box::new(value(u, 0)?),
             from: operator().into(),
         },
     };

@@ -214,7 +214,7 @@ impl Hub {
                         Event::Custom {
                             name: "user.speaking".into(),
                             audience: CustomAudience::All,
-                            data: json!({ "speaking": speaking, "source": source }),
+                            data: Box::new(json!({ "speaking": speaking, "source": source })),
                             from: sender,
                         },
                         origin,
@@ -230,7 +230,9 @@ impl Hub {
                         Event::Custom {
                             name: "utterance".into(),
                             audience: CustomAudience::All,
-                            data: json!({ "role": who.as_str(), "text": text, "source": source }),
+                            data: Box::new(
+                                json!({ "role": who.as_str(), "text": text, "source": source }),
+                            ),
                             from: sender.clone(),
                         },
                         origin,

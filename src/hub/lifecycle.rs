@@ -357,7 +357,7 @@ impl Hub {
                 Event::Custom {
                     name,
                     audience,
-                    data,
+                    data: Box::new(data),
                     from: principal.subject.clone(),
                 },
                 Origin {

@@ -549,8 +549,10 @@ pub enum Event {
         /// Left out when `all` (what receivers assume without it).
         #[serde(default, skip_serializing_if = "CustomAudience::is_all")]
         audience: CustomAudience,
+        // Boxed: inline it would make every event, of every kind, 32
+        // bytes larger in each session's history.
         #[serde(default)]
-        data: Value,
+        data: Box<Value>,
         /// Who published it: the subject of the renderer's or operator's
         /// token for a `publish` frame, or the API key's name for
         /// `POST /v1/sessions/{id}/events`.

@@ -263,7 +263,7 @@ fn event() -> impl Strategy<Value = Event> {
         json().prop_map(|data| Event::Custom {
             name: "job.progress".into(),
             audience: CustomAudience::Staff,
-            data,
+            data: Box::new(data),
             from: "op-1".into(),
         }),
     ]

@@ -207,7 +207,7 @@ fn event(name: &str) -> Event {
     Event::Custom {
         name: name.into(),
         audience: CustomAudience::All,
-        data: json!({ "n": name }),
+        data: Box::new(json!({ "n": name })),
         from: "test".into(),
     }
 }

@@ -129,7 +129,7 @@ async fn custom(p: &mut TestClient, want: &str) -> Value {
             && name == want
         {
             assert!(from.starts_with("ingest:"), "{from}");
-            return data;
+            return *data;
         }
     }
 }

@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
                     let event = Event::Custom {
                         name: "bench".into(),
                         audience: CustomAudience::All,
-                        data: json!({ "t": t, "id": id }),
+                        data: Box::new(json!({ "t": t, "id": id })),
                         from: format!("n{i}"),
                     };
                     let started = Instant::now();

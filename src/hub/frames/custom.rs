@@ -128,7 +128,7 @@ impl Hub {
                 Ok(Event::Custom {
                     name: name.clone(),
                     audience,
-                    data: data.clone(),
+                    data: Box::new(data.clone()),
                     from: subject.clone(),
                 })
             })
@@ -202,7 +202,7 @@ impl Hub {
                             let event = Event::Custom {
                                 name: f.name.clone(),
                                 audience: f.audience,
-                                data: f.data.clone(),
+                                data: Box::new(f.data.clone()),
                                 from: subject.clone(),
                             };
                             (event, origin.clone())
