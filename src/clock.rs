@@ -15,6 +15,11 @@ pub fn mono_us() -> u64 {
     start().elapsed().as_micros() as u64 + 1
 }
 
+/// Nanoseconds since the first call in this process.
+pub fn mono_ns() -> u64 {
+    u64::try_from(start().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Microseconds elapsed since an earlier [`mono_us`] reading.
 pub fn since_us(earlier: u64) -> u64 {
     mono_us().saturating_sub(earlier)

@@ -19,8 +19,8 @@
 //! broker) can replace [`LocalCounters`] without touching the callers. A connection's own token buckets stay local: a connection
 //! lives on one node.
 //!
-//! Per-frame checks are a clock read and one or two atomic
-//! compare-and-swaps on the connection's own buckets; nothing allocates.
+//! Per-frame checks are a clock read and one or two comparisons on the
+//! connection's own buckets ([`super::bucket`]); nothing allocates.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::Quota;
 use uuid::Uuid;
 
+use super::bucket::{Bucket, Rate};
 use crate::config::LimitSettings;
 use crate::counters::{Counters, LocalCounters, RateKey, SlotKey, quota};
 use crate::ids::TenantId;
@@ -99,9 +99,6 @@ struct TenantCap {
     active: bool,
 }
 
-/// A token bucket (GCRA) for one connection and one class of frames.
-type Bucket = DefaultDirectRateLimiter;
-
 /// The hub-wide limits.
 pub struct Limits {
     settings: LimitSettings,
@@ -111,12 +108,12 @@ pub struct Limits {
     tenants: DashMap<TenantId, (Instant, TenantCap)>,
     /// Quotas of participants, operators and not-yet-authenticated
     /// connections.
-    audience: Arc<QuotaSet>,
+    audience: Arc<RateSet>,
     /// Renderers are the tenant's own engine pushing state, metrics and
     /// answers far more often than an audience member; they get the same
     /// buckets scaled by `renderer_rate_multiplier`, which still caps what
     /// a stolen renderer token can do to a session.
-    renderer: Arc<QuotaSet>,
+    renderer: Arc<RateSet>,
 }
 
 impl fmt::Debug for Limits {
@@ -149,27 +146,25 @@ impl Limits {
             counters,
             local: None,
             tenants: DashMap::new(),
-            audience: Arc::new(QuotaSet {
-                frames: quota(s.frames_per_s, s.frames_burst),
-                telemetry: quota(s.telemetry_per_s, s.telemetry_burst),
-                interactions: quota(s.interactions_per_s, s.interactions_burst),
-                joins: quota(s.joins_per_s, s.joins_burst),
+            audience: Arc::new(RateSet::new([
+                quota(s.frames_per_s, s.frames_burst),
+                quota(s.telemetry_per_s, s.telemetry_burst),
+                quota(s.interactions_per_s, s.interactions_burst),
+                quota(s.joins_per_s, s.joins_burst),
                 strikes,
-                clock: DefaultClock::default(),
-            }),
+            ])),
             renderer: {
                 let k = s.renderer_rate_multiplier.max(1);
                 let scaled = |per_s: u32, burst: u32| {
                     quota(per_s.saturating_mul(k), burst.saturating_mul(k))
                 };
-                Arc::new(QuotaSet {
-                    frames: scaled(s.frames_per_s, s.frames_burst),
-                    telemetry: scaled(s.telemetry_per_s, s.telemetry_burst),
-                    interactions: scaled(s.interactions_per_s, s.interactions_burst),
-                    joins: scaled(s.joins_per_s, s.joins_burst),
+                Arc::new(RateSet::new([
+                    scaled(s.frames_per_s, s.frames_burst),
+                    scaled(s.telemetry_per_s, s.telemetry_burst),
+                    scaled(s.interactions_per_s, s.interactions_burst),
+                    scaled(s.joins_per_s, s.joins_burst),
                     strikes,
-                    clock: DefaultClock::default(),
-                })
+                ]))
             },
         }
     }
@@ -379,25 +374,22 @@ pub enum Verdict {
     Abuse,
 }
 
-/// The quotas one kind of connection gets, shared by all of them.
-#[derive(Clone)]
-struct QuotaSet {
-    frames: Option<Quota>,
-    telemetry: Option<Quota>,
-    interactions: Option<Quota>,
-    joins: Option<Quota>,
-    strikes: Option<Quota>,
-    clock: DefaultClock,
+/// The rates one kind of connection gets, shared by all of them, in the
+/// order of the class indexes below; `None`: that class is not limited.
+#[derive(Clone, Debug)]
+struct RateSet([Option<Rate>; 5]);
+
+impl RateSet {
+    fn new(quotas: [Option<Quota>; 5]) -> RateSet {
+        RateSet(quotas.map(|q| q.map(Rate::from)))
+    }
 }
 
-/// One connection's buckets, owned by its reader.
-///
-/// A bucket is created the first time its class is used: an audience
-/// member that joined and says nothing holds two small buckets, not five
-/// (this is per-connection memory, paid by every idle connection).
+/// One connection's buckets, owned by its reader: 48 bytes on every
+/// connection, and nothing on the heap.
 pub struct ConnLimiter {
-    quotas: Option<Arc<QuotaSet>>,
-    buckets: [std::sync::OnceLock<Box<Bucket>>; 5],
+    rates: Option<Arc<RateSet>>,
+    buckets: [Bucket; 5],
 }
 
 const FRAMES: usize = 0;
@@ -413,9 +405,9 @@ impl fmt::Debug for ConnLimiter {
 }
 
 impl ConnLimiter {
-    fn new(quotas: Arc<QuotaSet>) -> ConnLimiter {
+    fn new(rates: Arc<RateSet>) -> ConnLimiter {
         ConnLimiter {
-            quotas: Some(quotas),
+            rates: Some(rates),
             buckets: Default::default(),
         }
     }
@@ -423,43 +415,38 @@ impl ConnLimiter {
     /// A limiter that lets everything pass.
     pub fn unlimited() -> ConnLimiter {
         ConnLimiter {
-            quotas: None,
+            rates: None,
             buckets: Default::default(),
         }
     }
 
-    fn bucket(&self, which: usize) -> Option<&Bucket> {
-        let q = self.quotas.as_ref()?;
-        let quota = match which {
-            FRAMES => q.frames,
-            TELEMETRY => q.telemetry,
-            INTERACTIONS => q.interactions,
-            JOINS => q.joins,
-            _ => q.strikes,
-        }?;
-        Some(
-            self.buckets[which]
-                .get_or_init(|| Box::new(Bucket::direct_with_clock(quota, q.clock.clone()))),
-        )
+    /// Draws one token from bucket `which`, if that class is limited.
+    fn take(&mut self, which: usize, now_ns: u64) -> Result<(), Duration> {
+        match self.rates.as_ref().and_then(|r| r.0[which]) {
+            Some(rate) => self.buckets[which].take(rate, now_ns),
+            None => Ok(()),
+        }
     }
 
     /// Draws one frame of `class` from the buckets.
-    pub fn check(&self, class: FrameClass) -> Verdict {
+    pub fn check(&mut self, class: FrameClass) -> Verdict {
         let class_bucket = match class {
             FrameClass::Urgent => return Verdict::Pass,
             FrameClass::Control => None,
-            FrameClass::Join => self.bucket(JOINS),
-            FrameClass::Telemetry => self.bucket(TELEMETRY),
-            FrameClass::Interaction => self.bucket(INTERACTIONS),
+            FrameClass::Join => Some(JOINS),
+            FrameClass::Telemetry => Some(TELEMETRY),
+            FrameClass::Interaction => Some(INTERACTIONS),
         };
-        for bucket in [self.bucket(FRAMES), class_bucket].into_iter().flatten() {
-            if let Err(n) = bucket.check() {
-                if let Some(s) = self.bucket(STRIKES)
-                    && s.check().is_err()
-                {
+        if self.rates.is_none() {
+            return Verdict::Pass;
+        }
+        let now = crate::clock::mono_ns();
+        for which in std::iter::once(FRAMES).chain(class_bucket) {
+            if let Err(wait) = self.take(which, now) {
+                if self.take(STRIKES, now).is_err() {
                     return Verdict::Abuse;
                 }
-                return Verdict::Limited(n.wait_time_from(bucket.clock().now()));
+                return Verdict::Limited(wait);
             }
         }
         Verdict::Pass
@@ -534,7 +521,7 @@ mod tests {
         s.strikes = 2;
         s.strike_window_s = 60;
         let limits = Limits::local(&s);
-        let c = limits.connection();
+        let mut c = limits.connection();
         for _ in 0..3 {
             assert_eq!(c.check(FrameClass::Control), Verdict::Pass);
         }

@@ -17,6 +17,7 @@
 //! Logs name the subject a credential resolved to, or why it was refused.
 
 pub mod api_key;
+pub mod bucket;
 pub mod credentials;
 pub mod dev;
 pub mod jwt;
