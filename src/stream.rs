@@ -5,9 +5,8 @@
 //! fans them out, the hub creates them; keeping the type here, below all
 //! three, lets each depend on it without depending on the others.
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
+use once_cell::race::OnceBox;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Seq, SessionId};
@@ -49,10 +48,15 @@ pub struct Published {
     /// When this node received or accepted it, on the [`crate::clock`]
     /// timeline; fan-out latency is measured from here.
     pub accepted_us: u64,
-    frames: [OnceLock<Bytes>; 2],
+    /// The full frame per codec, encoded on first use. Each form is a
+    /// pointer until then, so an event kept in history costs 8 bytes per
+    /// form it was never sent in, not 40: most are sent in one form of
+    /// four. (Two threads may encode the same form at once; one result is
+    /// kept, and both are the same bytes.)
+    frames: [OnceBox<Bytes>; 2],
     /// The compact form per codec (every connection of a node names the
     /// session by the same alias, so it is shared like the full one).
-    compact: [OnceLock<Bytes>; 2],
+    compact: [OnceBox<Bytes>; 2],
 }
 
 impl Published {
@@ -73,13 +77,13 @@ impl Published {
     /// first use and shared by every later recipient.
     pub fn frame(&self, codec: Codec) -> &Bytes {
         self.frames[codec.index()].get_or_init(|| {
-            codec.frame(&EventFrameRef {
+            Box::new(codec.frame(&EventFrameRef {
                 kind: "event",
                 session: self.session,
                 seq: self.seq,
                 ts: self.ts,
                 event: &self.event,
-            })
+            }))
         })
     }
 
@@ -87,11 +91,11 @@ impl Published {
     /// first use and shared by every later recipient.
     pub fn compact_frame(&self, codec: Codec, alias: u32) -> &Bytes {
         self.compact[codec.index()].get_or_init(|| {
-            codec.frame(&CompactEventRef {
+            Box::new(codec.frame(&CompactEventRef {
                 e: alias,
                 q: self.seq,
                 event: &self.event,
-            })
+            }))
         })
     }
 
@@ -129,6 +133,15 @@ mod tests {
             127 => &frame[10..],
             _ => &frame[2..],
         }
+    }
+
+    /// A session keeps up to `history_size` events (4,096 by default) for
+    /// resume, and one presence event per participant who joined: each
+    /// byte here is paid thousands of times per session.
+    #[test]
+    fn an_event_kept_in_history_stays_small() {
+        let size = std::mem::size_of::<Published>();
+        assert!(size <= 240, "a sequenced event grew to {size} bytes");
     }
 
     #[test]
