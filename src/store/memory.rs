@@ -4,7 +4,7 @@
 //! It follows the same idempotency rules as the SQL stores, so the
 //! conformance suite holds it to the same contract.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -31,6 +31,28 @@ use crate::protocol::job::Job;
 /// Seed 000's CHECK on `users.subscription_tier`.
 const TIERS: [&str; 3] = ["basic", "professional", "enterprise"];
 
+/// A participant row without the key it is filed under.
+#[derive(Debug, Clone)]
+struct Attendance {
+    name: Option<Box<str>>,
+    joined_at: DateTime<Utc>,
+    left_at: Option<DateTime<Utc>>,
+    questions_asked: i32,
+}
+
+impl Attendance {
+    fn row(&self, session_id: SessionId, participant_id: &str) -> ParticipantRow {
+        ParticipantRow {
+            session_id,
+            participant_id: participant_id.to_owned(),
+            participant_name: self.name.as_deref().map(str::to_owned),
+            joined_at: self.joined_at,
+            left_at: self.left_at,
+            questions_asked: self.questions_asked,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Tables {
     sessions: HashMap<SessionId, SessionRecord>,
@@ -48,7 +70,10 @@ pub(super) struct Tables {
     alert_ids: HashMap<Uuid, usize>,
     metrics: Vec<MetricRow>,
     metric_ids: HashSet<Uuid>,
-    participants: HashMap<(SessionId, String), ParticipantRow>,
+    /// Ordered by session so that one session's participants are a range,
+    /// not a scan of every session's. The id is held once, in the key: a
+    /// participant who joined is a row for as long as the hub runs.
+    participants: BTreeMap<(SessionId, Box<str>), Attendance>,
     tenants: HashMap<TenantId, TenantRecord>,
     keys: Vec<ApiKeyRecord>,
     pub(super) webhooks: WebhookTables,
@@ -76,8 +101,8 @@ impl MemoryStore {
         self.tables
             .lock()
             .participants
-            .get(&(session, id.to_owned()))
-            .cloned()
+            .get(&(session, Box::from(id)))
+            .map(|a| a.row(session, id))
     }
 }
 
@@ -231,9 +256,14 @@ impl Tables {
             }
             Row::ParticipantJoined(p) if self.sessions.contains_key(&p.session_id) => {
                 self.participants
-                    .entry((p.session_id, p.participant_id.clone()))
+                    .entry((p.session_id, p.participant_id.as_str().into()))
                     .and_modify(|old| old.left_at = None)
-                    .or_insert_with(|| p.clone());
+                    .or_insert_with(|| Attendance {
+                        name: p.participant_name.as_deref().map(Box::from),
+                        joined_at: p.joined_at,
+                        left_at: p.left_at,
+                        questions_asked: p.questions_asked,
+                    });
             }
             Row::ParticipantJoined(_) => {}
             Row::ParticipantLeft {
@@ -244,7 +274,7 @@ impl Tables {
             } => {
                 if let Some(p) = self
                     .participants
-                    .get_mut(&(*session_id, participant_id.clone()))
+                    .get_mut(&(*session_id, participant_id.as_str().into()))
                 {
                     p.left_at = Some(*left_at);
                     p.questions_asked = *questions_asked;
@@ -416,11 +446,12 @@ impl Store for MemoryStore {
 
     async fn participants(&self, session: SessionId) -> Result<Vec<ParticipantRow>, StoreError> {
         let t = self.tables.lock();
+        let first = (session, Box::<str>::default());
         let mut rows: Vec<_> = t
             .participants
-            .values()
-            .filter(|p| p.session_id == session)
-            .cloned()
+            .range(first..)
+            .take_while(|((s, _), _)| *s == session)
+            .map(|((s, id), a)| a.row(*s, id))
             .collect();
         rows.sort_by(|a, b| {
             (a.joined_at, &a.participant_id).cmp(&(b.joined_at, &b.participant_id))

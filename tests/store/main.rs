@@ -921,6 +921,36 @@ async fn participants_join_leave_and_rejoin(store: Arc<dyn Store>) {
     }
     let got = store.participants(s).await.unwrap();
     assert_eq!((got[0].left_at, got[0].questions_asked), (Some(t2), 3));
+
+    // Another session's participants, the same ids among them, stay its own.
+    let other = session(&store).await;
+    store
+        .write_batch(&[
+            Row::ParticipantJoined(ParticipantRow {
+                session_id: other,
+                participant_id: "alice".into(),
+                participant_name: None,
+                joined_at: t2,
+                left_at: None,
+                questions_asked: 0,
+            }),
+            Row::ParticipantJoined(ParticipantRow {
+                session_id: other,
+                participant_id: "dave".into(),
+                participant_name: None,
+                joined_at: t0,
+                left_at: None,
+                questions_asked: 0,
+            }),
+        ])
+        .await
+        .unwrap();
+    let mine = store.participants(s).await.unwrap();
+    assert_eq!((mine.len(), mine[0].joined_at), (2, t0), "{mine:?}");
+    let theirs = store.participants(other).await.unwrap();
+    let ids: Vec<_> = theirs.iter().map(|p| p.participant_id.as_str()).collect();
+    assert_eq!(ids, ["dave", "alice"], "ordered by join time");
+    assert_eq!(theirs[1].participant_name, None);
 }
 
 async fn live_sessions_are_the_unended_ones(store: Arc<dyn Store>) {
