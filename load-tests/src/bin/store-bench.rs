@@ -7,8 +7,17 @@
 //! waits its retry-after and is resubmitted, so nothing is dropped and the
 //! figure is what the writer sustains.
 //!
+//! With `--floor`, every run is followed by one of the floor: the same rows
+//! written by the store's own transactions back to back, in full batches,
+//! as many side by side as the writer runs for that kind, with no writer
+//! around them (no backlog, lanes, timers or acks). The writer is then read
+//! as a ratio to it, which cancels most of the machine's drift: what the
+//! writer reaches below the floor is its own cost, and what the floor
+//! reaches is the database's on this machine at that moment.
+//!
 //! ```sh
 //! cargo run --release -p eva-load --bin store-bench -- --runs 3
+//! cargo run --release -p eva-load --bin store-bench -- --backend postgres --floor
 //! ```
 
 use std::path::PathBuf;
@@ -91,6 +100,10 @@ struct Args {
     /// Repetitions of every measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Follow each run with the floor's (see the module's comment) and
+    /// report the writer against it.
+    #[arg(long)]
+    floor: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -455,7 +468,16 @@ fn conversation_rows(session: SessionId, n: usize, seq: &AtomicU64) -> Vec<Row> 
         .collect()
 }
 
-async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Measurement> {
+/// A fresh target with the sessions the rows belong to, and each
+/// producer's submissions, made before any clock starts: the figures are
+/// the writer's and the database's, not the cost of inventing rows.
+struct Prepared {
+    target: Target,
+    work: Vec<Vec<(SessionId, Vec<Row>)>>,
+    rows: u64,
+}
+
+async fn prepare(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Prepared> {
     let target = open(backend, args).await?;
     let tenant = TenantId::new();
     target
@@ -490,32 +512,10 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
             .await?;
         sessions.push(id);
     }
-    let timed = Arc::new(TimedStore {
-        inner: target.store.clone(),
-        flushes: Mutex::new(report::latency_histogram()),
-        rows: AtomicU64::new(0),
-    });
-    let writer = BatchWriter::start(
-        timed.clone(),
-        WriterConfig {
-            batch_max_rows: args.batch_max_rows,
-            metric_batch_max_rows: args.metric_batch_max_rows,
-            ordered_writers: args.ordered_writers,
-            metric_writers: args.metric_writers,
-            flush_interval: Duration::from_millis(args.flush_interval_ms),
-            backlog_max_rows: args.backlog_max_rows,
-            backlog_max_bytes: 1 << 30,
-            retry_initial: Duration::from_millis(50),
-            retry_max: Duration::from_secs(2),
-        },
-    );
     let per_submission = args.submission_rows.unwrap_or(match kind {
         Kind::Metrics => 9,
         Kind::Conversations => 1,
     });
-    let commits = Arc::new(Mutex::new(report::latency_histogram()));
-    // Rows are made before the clock starts: the figure is the writer's
-    // and the database's, not the cost of inventing rows.
     let seq = AtomicU64::new(1);
     let share = args.rows / args.producers.max(1);
     let work: Vec<Vec<(SessionId, Vec<Row>)>> = (0..args.producers.max(1))
@@ -539,6 +539,39 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
             subs
         })
         .collect();
+    Ok(Prepared {
+        target,
+        work,
+        rows: (share * args.producers.max(1)) as u64,
+    })
+}
+
+async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Measurement> {
+    let Prepared {
+        target,
+        work,
+        rows: expected,
+    } = prepare(backend, kind, args).await?;
+    let timed = Arc::new(TimedStore {
+        inner: target.store.clone(),
+        flushes: Mutex::new(report::latency_histogram()),
+        rows: AtomicU64::new(0),
+    });
+    let writer = BatchWriter::start(
+        timed.clone(),
+        WriterConfig {
+            batch_max_rows: args.batch_max_rows,
+            metric_batch_max_rows: args.metric_batch_max_rows,
+            ordered_writers: args.ordered_writers,
+            metric_writers: args.metric_writers,
+            flush_interval: Duration::from_millis(args.flush_interval_ms),
+            backlog_max_rows: args.backlog_max_rows,
+            backlog_max_bytes: 1 << 30,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(2),
+        },
+    );
+    let commits = Arc::new(Mutex::new(report::latency_histogram()));
     let started = Instant::now();
     let mut producers = Vec::new();
     for subs in work {
@@ -601,7 +634,6 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         .shutdown(Instant::now() + Duration::from_secs(30))
         .await;
     let written = timed.rows.load(Ordering::Relaxed);
-    let expected = (share * args.producers.max(1)) as u64;
     if written != expected {
         bail!("{written} rows flushed, {expected} submitted");
     }
@@ -624,6 +656,58 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
     Ok(m)
 }
 
+/// The floor's run (see the module's comment): the same rows, in batches
+/// of the size the writer makes for this kind and store, written by as
+/// many tasks as the writer has flushers for it, each calling the store's
+/// `write_batch` again as soon as the last one committed. Rows per second.
+async fn floor(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<f64> {
+    let Prepared { target, work, rows } = prepare(backend, kind, args).await?;
+    // As the writer chooses them (store/writer.rs): PostgreSQL commits
+    // lanes side by side, SQLite has one connection and one lane.
+    let parallel = target.store.parallel_writes();
+    let (flushers, batch_rows) = match kind {
+        Kind::Metrics => (args.metric_writers, args.metric_batch_max_rows),
+        Kind::Conversations => (
+            args.ordered_writers,
+            match (args.batch_max_rows, parallel) {
+                (0, true) => 1000,
+                (0, false) => 5000,
+                (n, _) => n,
+            },
+        ),
+    };
+    let flushers = if parallel { flushers.max(1) } else { 1 };
+    let all: Vec<Row> = work
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, rows)| rows)
+        .collect();
+    let mut lanes: Vec<Vec<Vec<Row>>> = (0..flushers).map(|_| Vec::new()).collect();
+    let mut rest = all.into_iter().peekable();
+    let mut lane = 0;
+    while rest.peek().is_some() {
+        lanes[lane % flushers].push(rest.by_ref().take(batch_rows.max(1)).collect());
+        lane += 1;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for batches in lanes {
+        let store = target.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in batches {
+                store.write_batch(&batch).await?;
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed();
+    target.close().await;
+    Ok(rows as f64 / elapsed.as_secs_f64())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -638,6 +722,7 @@ async fn main() -> anyhow::Result<()> {
     for &backend in &args.backend {
         for &kind in &args.kind {
             let mut runs = Vec::new();
+            let mut floors = Vec::new();
             for run in 0..args.runs.max(1) {
                 let m = measure(backend, kind, &args).await?;
                 eprintln!(
@@ -652,8 +737,27 @@ async fn main() -> anyhow::Result<()> {
                     m.mean_batch_rows
                 );
                 runs.push(m);
+                if args.floor {
+                    let f = floor(backend, kind, &args).await?;
+                    eprintln!(
+                        "{backend:?} {}: run {} of the floor: {f:.0} rows/s",
+                        kind.name(),
+                        run + 1
+                    );
+                    floors.push(f);
+                }
             }
             let med = |f: fn(&Measurement) -> f64| median(runs.iter().map(f).collect());
+            // Each run against the floor's run right after it, then the
+            // median of those ratios: the pairs share the machine's spell.
+            let ratio = (!floors.is_empty()).then(|| {
+                median(
+                    runs.iter()
+                        .zip(&floors)
+                        .map(|(m, f)| m.rows_per_s / f)
+                        .collect(),
+                )
+            });
             let row = json!({
                 "backend": format!("{backend:?}").to_lowercase(),
                 "kind": kind.name(),
@@ -663,6 +767,8 @@ async fn main() -> anyhow::Result<()> {
                 "median_commit_p50_ms": med(|m| m.commit_p50_ms),
                 "median_commit_p99_ms": med(|m| m.commit_p99_ms),
                 "median_batch_rows": med(|m| m.mean_batch_rows).round(),
+                "floor_rows_per_s": floors.iter().map(|f| f.round()).collect::<Vec<_>>(),
+                "ratio_to_floor": ratio,
                 "runs": runs.iter().map(|m| json!({
                     "rows_per_s": m.rows_per_s.round(),
                     "flush": m.flush,
@@ -683,6 +789,14 @@ async fn main() -> anyhow::Result<()> {
                 med(|m| m.commit_p50_ms),
                 med(|m| m.commit_p99_ms),
             ));
+            if let Some(ratio) = ratio {
+                summary.push(format!(
+                    "{:<9} {:<14} {:>10.0} rows/s   the floor; the writer reaches {ratio:.2} of it",
+                    "",
+                    "",
+                    median(floors.clone()),
+                ));
+            }
             out.push(row);
         }
     }
@@ -702,6 +816,7 @@ async fn main() -> anyhow::Result<()> {
             "flush_interval_ms": args.flush_interval_ms,
             "backlog_max_rows": args.backlog_max_rows,
             "runs": args.runs,
+            "floor": args.floor,
         },
         "results": out,
     });
