@@ -10,11 +10,14 @@
 //! its own due time.
 //!
 //! The generator runs on one thread (`LocalSet`), so shared counters are
-//! plain `RefCell`s and cost nothing to update.
+//! plain `RefCell`s and cost nothing to update. The emergency-stop probe
+//! alone runs on a thread of its own (see [`ProbeThread`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,6 +25,7 @@ use eva_hub::client::{Client, ClientReceiver, ClientSender, ConnectOptions};
 use eva_hub::protocol::Codec;
 use futures_util::future::LocalBoxFuture;
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -382,6 +386,40 @@ struct SessionRig {
     drains: Vec<ClientReceiver>,
 }
 
+/// A runtime on a thread of its own for the emergency-stop probe: the
+/// operator that sends the stops, and the reads of the renderer that
+/// receives them. On the generator's one thread, a stop's `urgent` frame
+/// was read only after every subscriber frame that became readable in the
+/// same poll of the sockets (up to a whole fan-out of 1,000, milliseconds
+/// of work), and that wait was counted as the hub's. The probe's sockets
+/// are registered with this runtime, so their readiness wakes this thread
+/// alone; it inherits the generator's pinning and shares its core, and the
+/// kernel runs it soon after it wakes since it is idle otherwise.
+struct ProbeThread {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the probe: the thread's runtime then ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ProbeThread {
+    fn start() -> anyhow::Result<ProbeThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("estop-probe".into())
+            .spawn(move || {
+                let _ = rt.block_on(stopped);
+            })?;
+        Ok(ProbeThread {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
 /// Runs a plan against a hub; `cpu` and `rss` read the hub's counters.
 pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outcome> {
     let mut across = run_across(hub, &[hub], plan, None).await?;
@@ -424,23 +462,30 @@ pub async fn run_across(
     };
 
     // --- set up sessions and clients ---
+    // The stop probe (session 0's renderer and the operator that stops it)
+    // connects on its own thread, so its sockets belong to that runtime.
+    let probe = plan
+        .estop_every
+        .is_some()
+        .then(ProbeThread::start)
+        .transpose()?;
     let mut rigs = Vec::new();
     let mut conn_no = 0usize;
     for s in 0..plan.sessions {
         let id = home.create_session(&format!("load-{s}")).await?;
+        let join = {
+            let (token, id) = (format!("dev:renderer:r{s}"), id.clone());
+            let src = source(conn_no, plan.sources);
+            async move { connect_and_join_with(addr, &token, &id, src, None, renderer_fields).await }
+        };
         let Joined {
             tx: mut rtx,
             rx: rrx,
             ..
-        } = connect_and_join_with(
-            addr,
-            &format!("dev:renderer:r{s}"),
-            &id,
-            source(conn_no, plan.sources),
-            None,
-            renderer_fields,
-        )
-        .await?;
+        } = match &probe {
+            Some(p) if s == 0 => p.handle.spawn(join).await??,
+            _ => join.await?,
+        };
         conn_no += 1;
         rtx.send_message(Message::Text(
             format!(r#"{{"type":"status","session":"{id}","status":"active"}}"#).into(),
@@ -483,20 +528,20 @@ pub async fn run_across(
             subscribers.push((0, j.rx));
         }
         let mut drains = Vec::new();
-        let estop_op = if plan.estop_every.is_some() && s == 0 {
-            let j = connect_and_join(
-                addr,
-                "dev:operator:estop",
-                &id,
-                source(conn_no, plan.sources),
-                None,
-            )
-            .await?;
-            conn_no += 1;
-            drains.push(j.rx);
-            Some(j.tx)
-        } else {
-            None
+        let estop_op = match &probe {
+            Some(p) if s == 0 => {
+                let (id, src) = (id.clone(), source(conn_no, plan.sources));
+                let j = p
+                    .handle
+                    .spawn(async move {
+                        connect_and_join(addr, "dev:operator:estop", &id, src, None).await
+                    })
+                    .await??;
+                conn_no += 1;
+                drains.push(j.rx);
+                Some(j.tx)
+            }
+            _ => None,
         };
         rigs.push(SessionRig {
             id,
@@ -525,8 +570,8 @@ pub async fn run_across(
             }))
         })
         .collect();
-    let estop_hist = Rc::new(RefCell::new(latency_histogram()));
-    let estop_sent_at = Rc::new(Cell::new(0u64));
+    let estop_hist = Arc::new(Mutex::new(latency_histogram()));
+    let estop_sent_at = Arc::new(AtomicU64::new(0));
     let send_lag = Rc::new(RefCell::new(latency_histogram()));
     let mut tallies = Vec::new();
     let mut tasks = Vec::new();
@@ -541,20 +586,29 @@ pub async fn run_across(
                 rx, s, tally, collector, clock,
             )));
         }
+        // A probe socket is read on the probe's thread, every other on this one.
+        let on_probe = probe.as_ref().filter(|_| s == 0).map(|p| &p.handle);
         for rx in rig.drains {
-            tasks.push(tokio::task::spawn_local(drain(rx)));
+            tasks.push(match on_probe {
+                Some(h) => h.spawn(drain(rx)),
+                None => tokio::task::spawn_local(drain(rx)),
+            });
         }
         // The renderer reads its own stream; in the stop probe it also
         // times `urgent` frames and acknowledges them.
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Message>();
-        tasks.push(tokio::task::spawn_local(renderer_reader(
+        let reader = renderer_reader(
             rig.renderer_rx,
             rig.id.clone(),
             ack_tx,
             estop_hist.clone(),
             estop_sent_at.clone(),
             clock,
-        )));
+        );
+        tasks.push(match on_probe {
+            Some(h) => h.spawn(reader),
+            None => tokio::task::spawn_local(reader),
+        });
         // Independent sessions are not phase-locked: spread their first
         // sends over one period, as real renderers would be.
         let phase_ns = (period_ns * s as f64 / sessions_n as f64) as u64;
@@ -574,8 +628,8 @@ pub async fn run_across(
             ack_rx,
             clock,
         )));
-        if let (Some(op), Some(every)) = (rig.estop_op, plan.estop_every) {
-            tasks.push(tokio::task::spawn_local(estop_sender(
+        if let (Some(op), Some(every), Some(h)) = (rig.estop_op, plan.estop_every, on_probe) {
+            tasks.push(h.spawn(estop_sender(
                 op,
                 rig.id.clone(),
                 every,
@@ -644,7 +698,7 @@ pub async fn run_across(
             }
         }
         let estop = if g == 0 {
-            estop_hist.borrow().clone()
+            estop_hist.lock().clone()
         } else {
             latency_histogram()
         };
@@ -710,18 +764,18 @@ async fn renderer_reader(
     mut rx: ClientReceiver,
     session: String,
     acks: mpsc::UnboundedSender<Message>,
-    estop: Rc<RefCell<Histogram<u64>>>,
-    sent_at: Rc<Cell<u64>>,
+    estop: Arc<Mutex<Histogram<u64>>>,
+    sent_at: Arc<AtomicU64>,
     clock: Clock,
 ) {
     while let Some(Ok(msg)) = rx.recv_message().await {
         let Message::Text(t) = msg else { continue };
         let b = t.as_bytes();
         if b.starts_with(br#"{"type":"urgent""#) {
-            let sent = sent_at.replace(0);
+            let sent = sent_at.swap(0, Ordering::Relaxed);
             if sent > 0 {
                 let _ = estop
-                    .borrow_mut()
+                    .lock()
                     .record((clock.ns().saturating_sub(sent) / 1000).max(1));
             }
             if let Some(id) = string_field(b, br#""intervention_id":""#) {
@@ -814,14 +868,14 @@ async fn estop_sender(
     every: Duration,
     from_ns: u64,
     until_ns: u64,
-    sent_at: Rc<Cell<u64>>,
+    sent_at: Arc<AtomicU64>,
     clock: Clock,
 ) {
     let mut k = 0u64;
     let mut at = from_ns;
     while at < until_ns {
         sleep_until_ns(clock, at).await;
-        sent_at.set(clock.ns());
+        sent_at.store(clock.ns(), Ordering::Relaxed);
         let msg = format!(r#"{{"type":"emergency_stop","session":"{session}","id":"e{k}"}}"#);
         if op.send_message(Message::Text(msg.into())).await.is_err() {
             return;
