@@ -863,6 +863,18 @@ async fn session_progress_and_state(store: Arc<dyn Store>) {
     assert_eq!(got.last_error.as_deref(), Some("renderer crashed"));
 }
 
+/// A participant of `session` joining at `at`, without a name.
+fn anonymous_join(session: SessionId, id: &str, at: DateTime<Utc>) -> Row {
+    Row::ParticipantJoined(ParticipantRow {
+        session_id: session,
+        participant_id: id.into(),
+        participant_name: None,
+        joined_at: at,
+        left_at: None,
+        questions_asked: 0,
+    })
+}
+
 async fn participants_join_leave_and_rejoin(store: Arc<dyn Store>) {
     let s = session(&store).await;
     let t0 = now_ms();
@@ -894,14 +906,7 @@ async fn participants_join_leave_and_rejoin(store: Arc<dyn Store>) {
             joined("alice", t2),
             left("bob", t2, 1),
             // A participant of an unknown session is ignored.
-            Row::ParticipantJoined(ParticipantRow {
-                session_id: SessionId::new(),
-                participant_id: "zed".into(),
-                participant_name: None,
-                joined_at: t0,
-                left_at: None,
-                questions_asked: 0,
-            }),
+            anonymous_join(SessionId::new(), "zed", t0),
         ])
         .await
         .unwrap();
@@ -926,22 +931,8 @@ async fn participants_join_leave_and_rejoin(store: Arc<dyn Store>) {
     let other = session(&store).await;
     store
         .write_batch(&[
-            Row::ParticipantJoined(ParticipantRow {
-                session_id: other,
-                participant_id: "alice".into(),
-                participant_name: None,
-                joined_at: t2,
-                left_at: None,
-                questions_asked: 0,
-            }),
-            Row::ParticipantJoined(ParticipantRow {
-                session_id: other,
-                participant_id: "dave".into(),
-                participant_name: None,
-                joined_at: t0,
-                left_at: None,
-                questions_asked: 0,
-            }),
+            anonymous_join(other, "alice", t2),
+            anonymous_join(other, "dave", t0),
         ])
         .await
         .unwrap();
