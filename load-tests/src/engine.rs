@@ -442,6 +442,18 @@ fn raise_priority() {
     }
 }
 
+/// Spawns `task` on the probe's runtime when given one, else on the
+/// generator's thread.
+fn spawn_on<F>(probe: Option<&tokio::runtime::Handle>, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match probe {
+        Some(h) => h.spawn(task),
+        None => tokio::task::spawn_local(task),
+    }
+}
+
 /// Runs a plan against a hub; `cpu` and `rss` read the hub's counters.
 pub async fn run(hub: &crate::hubproc::Hub, plan: &Plan) -> anyhow::Result<Outcome> {
     let mut across = run_across(hub, &[hub], plan, None).await?;
@@ -611,10 +623,7 @@ pub async fn run_across(
         // A probe socket is read on the probe's thread, every other on this one.
         let on_probe = probe.as_ref().filter(|_| s == 0).map(|p| &p.handle);
         for rx in rig.drains {
-            tasks.push(match on_probe {
-                Some(h) => h.spawn(drain(rx)),
-                None => tokio::task::spawn_local(drain(rx)),
-            });
+            tasks.push(spawn_on(on_probe, drain(rx)));
         }
         // The renderer reads its own stream; in the stop probe it also
         // times `urgent` frames and acknowledges them.
@@ -627,10 +636,7 @@ pub async fn run_across(
             estop_sent_at.clone(),
             clock,
         );
-        tasks.push(match on_probe {
-            Some(h) => h.spawn(reader),
-            None => tokio::task::spawn_local(reader),
-        });
+        tasks.push(spawn_on(on_probe, reader));
         // Independent sessions are not phase-locked: spread their first
         // sends over one period, as real renderers would be.
         let phase_ns = (period_ns * s as f64 / sessions_n as f64) as u64;

@@ -316,9 +316,11 @@ struct Connection {
     /// Set by `open`, taken when the WebSocket stream is built. Boxed: it
     /// is only needed for that moment, and inline it would cost every
     /// connection's task 24 bytes more for its whole life.
-    #[allow(clippy::type_complexity)]
-    rd: Option<Box<(OwnedReadHalf, Vec<u8>)>>,
+    rd: Option<Box<ReadStart>>,
 }
+
+/// The socket's read half and the bytes read past the handshake.
+type ReadStart = (OwnedReadHalf, Vec<u8>);
 
 impl Connection {
     /// Creates the connection's outbox, handle and client. `slots` are the

@@ -32,7 +32,7 @@ use crate::protocol::job::Job;
 const TIERS: [&str; 3] = ["basic", "professional", "enterprise"];
 
 /// A participant row without the key it is filed under.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Attendance {
     name: Option<Box<str>>,
     joined_at: DateTime<Utc>,

@@ -55,7 +55,7 @@ use crate::metrics as m;
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     /// Rows per batch in the sessions' lanes; 0 chooses by the store
-    /// (see [`BatchWriter::start`]).
+    /// (see [`WriterConfig::for_store`]).
     pub batch_max_rows: usize,
     /// Rows per batch in the metric lane.
     pub metric_batch_max_rows: usize,
@@ -72,6 +72,30 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
+    /// The settings as the writer applies them to a store that does (or
+    /// does not) commit transactions side by side: a store that writes
+    /// through one connection (SQLite) gets one lane of each kind, since
+    /// more would only queue, and `batch_max_rows` 0 becomes the batch
+    /// size that suits the store.
+    pub fn for_store(mut self, parallel_writes: bool) -> WriterConfig {
+        if parallel_writes {
+            self.ordered_writers = self.ordered_writers.max(1);
+            self.metric_writers = self.metric_writers.max(1);
+        } else {
+            self.ordered_writers = 1;
+            self.metric_writers = 1;
+        }
+        if self.batch_max_rows == 0 {
+            self.batch_max_rows = if parallel_writes {
+                SIDE_BY_SIDE_BATCH_ROWS
+            } else {
+                ONE_LANE_BATCH_ROWS
+            };
+        }
+        self.metric_batch_max_rows = self.metric_batch_max_rows.max(1);
+        self
+    }
+
     pub fn from_settings(s: &StoreSettings) -> WriterConfig {
         let ms = Duration::from_millis;
         WriterConfig {
@@ -364,22 +388,11 @@ pub struct BatchWriter {
 
 impl BatchWriter {
     /// Starts the flusher tasks: one per ordered lane, and
-    /// `metric_writers` for metrics. A store that writes through one
-    /// connection (SQLite) gets one of each: more would only queue.
-    pub fn start(store: Arc<dyn Store>, mut config: WriterConfig) -> BatchWriter {
-        let (ordered, metric_writers) = if store.parallel_writes() {
-            (config.ordered_writers.max(1), config.metric_writers.max(1))
-        } else {
-            (1, 1)
-        };
-        if config.batch_max_rows == 0 {
-            config.batch_max_rows = if store.parallel_writes() {
-                SIDE_BY_SIDE_BATCH_ROWS
-            } else {
-                ONE_LANE_BATCH_ROWS
-            };
-        }
-        config.metric_batch_max_rows = config.metric_batch_max_rows.max(1);
+    /// `metric_writers` for metrics, as [`WriterConfig::for_store`]
+    /// settles them for `store`.
+    pub fn start(store: Arc<dyn Store>, config: WriterConfig) -> BatchWriter {
+        let config = config.for_store(store.parallel_writes());
+        let (ordered, metric_writers) = (config.ordered_writers, config.metric_writers);
         let lanes = FIRST_ORDERED + ordered;
         let shared = Arc::new(Shared {
             store,

@@ -546,6 +546,21 @@ async fn prepare(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Pr
     })
 }
 
+/// The writer's settings from the command line.
+fn writer_config(args: &Args) -> WriterConfig {
+    WriterConfig {
+        batch_max_rows: args.batch_max_rows,
+        metric_batch_max_rows: args.metric_batch_max_rows,
+        ordered_writers: args.ordered_writers,
+        metric_writers: args.metric_writers,
+        flush_interval: Duration::from_millis(args.flush_interval_ms),
+        backlog_max_rows: args.backlog_max_rows,
+        backlog_max_bytes: 1 << 30,
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_secs(2),
+    }
+}
+
 async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Measurement> {
     let Prepared {
         target,
@@ -557,20 +572,7 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
         flushes: Mutex::new(report::latency_histogram()),
         rows: AtomicU64::new(0),
     });
-    let writer = BatchWriter::start(
-        timed.clone(),
-        WriterConfig {
-            batch_max_rows: args.batch_max_rows,
-            metric_batch_max_rows: args.metric_batch_max_rows,
-            ordered_writers: args.ordered_writers,
-            metric_writers: args.metric_writers,
-            flush_interval: Duration::from_millis(args.flush_interval_ms),
-            backlog_max_rows: args.backlog_max_rows,
-            backlog_max_bytes: 1 << 30,
-            retry_initial: Duration::from_millis(50),
-            retry_max: Duration::from_secs(2),
-        },
-    );
+    let writer = BatchWriter::start(timed.clone(), writer_config(args));
     let commits = Arc::new(Mutex::new(report::latency_histogram()));
     let started = Instant::now();
     let mut producers = Vec::new();
@@ -662,21 +664,12 @@ async fn measure(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<Me
 /// `write_batch` again as soon as the last one committed. Rows per second.
 async fn floor(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<f64> {
     let Prepared { target, work, rows } = prepare(backend, kind, args).await?;
-    // As the writer chooses them (store/writer.rs): PostgreSQL commits
-    // lanes side by side, SQLite has one connection and one lane.
-    let parallel = target.store.parallel_writes();
+    // As the writer settles them for this store.
+    let config = writer_config(args).for_store(target.store.parallel_writes());
     let (flushers, batch_rows) = match kind {
-        Kind::Metrics => (args.metric_writers, args.metric_batch_max_rows),
-        Kind::Conversations => (
-            args.ordered_writers,
-            match (args.batch_max_rows, parallel) {
-                (0, true) => 1000,
-                (0, false) => 5000,
-                (n, _) => n,
-            },
-        ),
+        Kind::Metrics => (config.metric_writers, config.metric_batch_max_rows),
+        Kind::Conversations => (config.ordered_writers, config.batch_max_rows),
     };
-    let flushers = if parallel { flushers.max(1) } else { 1 };
     let all: Vec<Row> = work
         .into_iter()
         .flatten()
@@ -686,7 +679,7 @@ async fn floor(backend: Backend, kind: Kind, args: &Args) -> anyhow::Result<f64>
     let mut rest = all.into_iter().peekable();
     let mut lane = 0;
     while rest.peek().is_some() {
-        lanes[lane % flushers].push(rest.by_ref().take(batch_rows.max(1)).collect());
+        lanes[lane % flushers].push(rest.by_ref().take(batch_rows).collect());
         lane += 1;
     }
     let started = Instant::now();
